@@ -1,0 +1,1 @@
+"""PoseCrafter engine: plain PyTorch/diffusers, no ComfyUI imports (see README, "Engine")."""
