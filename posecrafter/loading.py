@@ -1,0 +1,223 @@
+"""Loading the SD1.5 UNet and the OpenPose ControlNet from the user's own files, never from the network.
+
+Accepted inputs:
+- an SD1.5 single-file checkpoint in the original LDM layout (``.safetensors``, or ``.ckpt`` read with
+  ``torch.load(weights_only=True)``), converted with diffusers' own LDM key map and the SD1.5 config
+  shipped in ``posecrafter/configs``;
+- an OpenPose ControlNet v1.1 file (``control_v11p_sd15_openpose.pth`` or the fp16 ``.safetensors``
+  variants, with or without the ``control_model.`` prefix), with the shipped ControlNet config;
+- a diffusers-format folder (``config.json`` + weights, or a pipeline folder with ``unet/``/``controlnet/``).
+
+Every load is strict: missing or unexpected tensors and wrong shapes raise a ``ValueError`` that names the
+file and says what it looks like.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint, convert_ldm_unet_checkpoint
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SD15_UNET_CONFIG = CONFIG_DIR / "sd15_unet"
+OPENPOSE_CONTROLNET_CONFIG = CONFIG_DIR / "openpose_controlnet"
+
+_LDM_UNET_PREFIX = "model.diffusion_model."
+_LDM_CONTROLNET_PREFIX = "control_model."
+_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a weights file: safetensors directly, pickled files only with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    try:
+        if path.suffix in (".safetensors", ".sft"):
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
+        raise ValueError(
+            f"{path.name} is not a readable checkpoint (truncated, or not a weights file at all): {error}. "
+            "Download the file again, or convert it to .safetensors."
+        ) from error
+    except Exception as error:  # pickle refusing a non-tensor object under weights_only=True
+        raise ValueError(
+            f"{path.name} holds Python objects besides tensors, so it is not loaded (only safetensors or "
+            f"tensor-only pickles are). Convert it to .safetensors. Detail: {error}"
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path.name} is not a checkpoint: it does not hold a dictionary of tensors")
+    return state
+
+
+def _describe_unet_checkpoint(state: dict[str, torch.Tensor]) -> str | None:
+    """Return what a non-SD1.5 checkpoint looks like, or None when it looks like SD1.5."""
+    keys = state.keys()
+    if any(k.startswith("conditioner.embedders.") or k.startswith(_LDM_UNET_PREFIX + "label_emb") for k in keys):
+        return "an SDXL checkpoint"
+    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.", "joint_blocks.")) for k in keys):
+        return "a Flux or SD3 checkpoint"
+    cross = state.get(_LDM_UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+    if cross is not None and cross.shape[1] == 1024:
+        return "an SD2.x checkpoint"
+    if not any(k.startswith(_LDM_UNET_PREFIX) for k in keys):
+        if any(k.startswith(_LDM_CONTROLNET_PREFIX) or k.startswith("input_hint_block.") for k in keys):
+            return "a ControlNet, not a base model"
+        return "neither an SD1.5 LDM checkpoint nor a diffusers UNet"
+    return None
+
+
+def _strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, dtype, device):
+    """Load ``state`` into a model built on the meta device, refusing any mismatch."""
+    expected = model.state_dict()
+    missing = sorted(k for k in expected if state.get(k) is None)
+    unexpected = sorted(k for k in state if k not in expected)
+    wrong_shape = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if state.get(k) is not None and state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        parts = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+            if names:
+                parts.append(f"{len(names)} {label} (e.g. {', '.join(names[:3])})")
+        raise ValueError(
+            f"{source} does not match the expected model: {'; '.join(parts)}. "
+            "The file is truncated, or it is not the kind of model this input expects."
+        )
+    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval().requires_grad_(False)
+
+
+def _build_on_meta(model_class, config: dict):
+    with torch.device("meta"):
+        return model_class.from_config(config)
+
+
+def _diffusers_folder(path: Path, subfolder: str) -> Path | None:
+    """The folder holding config.json + weights, for a model folder or a pipeline folder."""
+    for folder in (path, path / subfolder):
+        if (folder / "config.json").is_file() and any((folder / n).is_file() for n in _WEIGHT_NAMES):
+            return folder
+    return None
+
+
+def _load_diffusers_folder(folder: Path, model_class, dtype, device):
+    config = model_class.load_config(str(folder))
+    weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
+    model = _build_on_meta(model_class, config)
+    return _strict_load(model, read_state_dict(weights), f"{weights}", dtype, device)
+
+
+def _check_sd15_config(config: dict, source: str):
+    if config.get("addition_embed_type") == "text_time":
+        raise ValueError(f"{source} looks like an SDXL model; PoseCrafter needs an SD1.5 model")
+    if config.get("cross_attention_dim") == 1024:
+        raise ValueError(f"{source} looks like an SD2.x model; PoseCrafter needs an SD1.5 model")
+
+
+def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> UNet2DConditionModel:
+    """The SD1.5 UNet from a single-file checkpoint (LDM layout) or a diffusers folder."""
+    path = Path(path)
+    if path.is_dir():
+        folder = _diffusers_folder(path, "unet")
+        if folder is None:
+            raise ValueError(
+                f"{path} is not a diffusers model folder: it needs config.json and "
+                "diffusion_pytorch_model.safetensors (directly or in a unet/ subfolder)"
+            )
+        _check_sd15_config(UNet2DConditionModel.load_config(str(folder)), str(path))
+        return _load_diffusers_folder(folder, UNet2DConditionModel, dtype, device)
+    state = read_state_dict(path)
+    looks_like = _describe_unet_checkpoint(state)
+    config = UNet2DConditionModel.load_config(str(SD15_UNET_CONFIG))
+    if looks_like == "neither an SD1.5 LDM checkpoint nor a diffusers UNet" and "conv_in.weight" in state:
+        converted = state  # a diffusers-layout UNet saved as one file
+    elif looks_like is not None:
+        raise ValueError(f"{path.name} looks like {looks_like}; PoseCrafter needs an SD1.5 checkpoint")
+    else:
+        ldm_count = sum(k.startswith(_LDM_UNET_PREFIX) for k in state)
+        converted = convert_ldm_unet_checkpoint(state, config)
+        if len(converted) != ldm_count:
+            raise ValueError(
+                f"{path.name}: {ldm_count} UNet tensors in the file but {len(converted)} map to SD1.5; "
+                "it is not a standard SD1.5 checkpoint"
+            )
+    return _strict_load(_build_on_meta(UNet2DConditionModel, config), converted, path.name, dtype, device)
+
+
+def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> ControlNetModel:
+    """The OpenPose ControlNet v1.1 from its original file (with or without prefix) or a diffusers folder."""
+    path = Path(path)
+    if path.is_dir():
+        folder = _diffusers_folder(path, "controlnet")
+        if folder is None:
+            raise ValueError(
+                f"{path} is not a diffusers ControlNet folder: it needs config.json and "
+                "diffusion_pytorch_model.safetensors"
+            )
+        _check_sd15_config(ControlNetModel.load_config(str(folder)), str(path))
+        return _load_diffusers_folder(folder, ControlNetModel, dtype, device)
+    state = read_state_dict(path)
+    if any(k.startswith(_LDM_UNET_PREFIX) for k in state):
+        raise ValueError(f"{path.name} looks like a base model checkpoint, not a ControlNet")
+    if any("label_emb" in k for k in state):
+        raise ValueError(f"{path.name} looks like an SDXL ControlNet; PoseCrafter needs the SD1.5 OpenPose ControlNet")
+    hint_key = next((k for k in state if k.endswith("input_hint_block.0.weight")), None)
+    if hint_key is None and "controlnet_cond_embedding.conv_in.weight" not in state:
+        raise ValueError(f"{path.name} is not a ControlNet checkpoint (no hint encoder found)")
+    cross = next((v for k, v in state.items() if k.endswith("transformer_blocks.0.attn2.to_k.weight")), None)
+    if cross is not None and cross.shape[1] != 768:
+        raise ValueError(
+            f"{path.name} is a ControlNet for a model with {cross.shape[1]}-wide text embeddings (SD2.x); "
+            "PoseCrafter needs the SD1.5 OpenPose ControlNet"
+        )
+    config = ControlNetModel.load_config(str(OPENPOSE_CONTROLNET_CONFIG))
+    if hint_key is not None:
+        ldm_count = len(state)
+        state = {
+            (k[len(_LDM_CONTROLNET_PREFIX):] if k.startswith(_LDM_CONTROLNET_PREFIX) else k): v
+            for k, v in state.items()
+        }
+        state = convert_controlnet_checkpoint(state, config)
+        if sum(v is not None for v in state.values()) != ldm_count:
+            raise ValueError(
+                f"{path.name}: {ldm_count} tensors in the file but only "
+                f"{sum(v is not None for v in state.values())} map to an SD1.5 ControlNet; the file is truncated "
+                "or not a standard ControlNet v1.1 checkpoint"
+            )
+    return _strict_load(_build_on_meta(ControlNetModel, config), state, path.name, dtype, device)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def content_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a weights file, or of a diffusers folder's config and weights (cached per file version)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and (p.name in _WEIGHT_NAMES or p.name == "config.json"))
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(str(file.relative_to(path)).encode())
+            digest.update(content_sha256(file).encode())
+        return digest.hexdigest()
+    stat = path.stat()
+    return _sha256_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)

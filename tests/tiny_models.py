@@ -1,0 +1,65 @@
+"""Tiny diffusers models with SD1.5's structure, built by the tests (no weights are ever downloaded)."""
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+
+TEXT_WIDTH = 32
+
+UNET_CONFIG = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=TEXT_WIDTH, attention_head_dim=2, norm_num_groups=8,
+)
+CONTROLNET_CONFIG = dict(
+    in_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), cross_attention_dim=TEXT_WIDTH,
+    attention_head_dim=2, norm_num_groups=8, conditioning_embedding_out_channels=(4, 8, 8, 16),
+)
+
+
+def tiny_unet(seed=0) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**UNET_CONFIG).eval()
+    _randomize_zero_params(unet, seed)
+    return unet
+
+
+def tiny_controlnet(seed=1) -> ControlNetModel:
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel(**CONTROLNET_CONFIG).eval()
+    _randomize_zero_params(controlnet, seed)
+    return controlnet
+
+
+def tiny_vae() -> AutoencoderKL:
+    torch.manual_seed(2)
+    return AutoencoderKL(
+        block_out_channels=(4, 4, 4, 4), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+    ).eval()
+
+
+def _randomize_zero_params(model, seed):
+    """ControlNet zero convs and UNet output convs start at zero; give them values so tests see their effect."""
+    generator = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for param in model.parameters():
+            if not param.any():
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+
+
+def randomize_temporal(model, seed=3):
+    """Give the zero-initialised conv_temp layers non-zero weights, so temporal attention matters."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".conv_temp." in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+
+
+def video_inputs(frames, seed=0, height=8, width=8):
+    """Raw (ComfyUI-style) latents, pose images and one prompt embedding for a tiny video."""
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(frames, 4, height, width, generator=generator) * 5
+    poses = torch.rand(frames, 3, height * 8, width * 8, generator=generator)
+    text = torch.randn(1, 77, TEXT_WIDTH, generator=generator)
+    return latents, poses, text
