@@ -1,0 +1,226 @@
+"""Whole-body pose sequences and their POSE_KEYPOINT form (spec 7.1, 7.5).
+
+One person per frame. Points follow the OpenPose-ordered 134-point whole-body layout that
+DWPose produces after neck synthesis (spec 7.1): body 0-17, feet 18-23, face 24-91,
+left hand 92-112, right hand 113-133. Coordinates are pixels of the pose canvas (the frame the
+pose was detected on). A point is visible when its score is at least ``VISIBLE_SCORE``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+NUM_POINTS = 134
+BODY = slice(0, 18)
+FEET = slice(18, 24)
+FACE = slice(24, 92)
+LEFT_HAND = slice(92, 113)
+RIGHT_HAND = slice(113, 134)
+VISIBLE_SCORE = 0.3
+R_EYE, L_EYE = 14, 15
+
+# Key that marks the frame the pose inserter put in (spec 5.3); other packs ignore unknown keys.
+INSERTED_REFERENCE_KEY = "posecrafter_inserted_reference"
+
+_KEYPOINT_PARTS = (  # POSE_KEYPOINT key, slice of our layout, point count in the JSON
+    ("pose_keypoints_2d", BODY, 18),
+    ("face_keypoints_2d", FACE, 70),
+    ("hand_left_keypoints_2d", LEFT_HAND, 21),
+    ("hand_right_keypoints_2d", RIGHT_HAND, 21),
+)
+
+
+@dataclass(frozen=True)
+class PoseSequence:
+    """F single-person whole-body poses on one canvas.
+
+    points: [F, 134, 2] float pixel coordinates on the canvas.
+    scores: [F, 134] confidences; a frame where nobody was found has all scores 0.
+    inserted_reference: index of the reference pose put in by the pose inserter (spec 5.3), or None.
+    """
+
+    points: np.ndarray
+    scores: np.ndarray
+    canvas_width: int
+    canvas_height: int
+    inserted_reference: int | None = None
+
+    def __post_init__(self):
+        points = np.asarray(self.points, dtype=np.float64)
+        scores = np.asarray(self.scores, dtype=np.float64)
+        if points.ndim != 3 or points.shape[1:] != (NUM_POINTS, 2):
+            raise ValueError(f"points: expected shape [F, {NUM_POINTS}, 2], got {list(points.shape)}")
+        if scores.shape != points.shape[:2]:
+            raise ValueError(f"scores: expected shape {list(points.shape[:2])}, got {list(scores.shape)}")
+        if int(self.canvas_width) < 1 or int(self.canvas_height) < 1:
+            raise ValueError(
+                f"canvas_width/canvas_height: must be positive, got {self.canvas_width}x{self.canvas_height}"
+            )
+        if self.inserted_reference is not None and not 0 <= self.inserted_reference < len(points):
+            raise ValueError(
+                f"inserted_reference: {self.inserted_reference} is not a frame index of a {len(points)}-frame sequence"
+            )
+        object.__setattr__(self, "points", points)
+        object.__setattr__(self, "scores", scores)
+        object.__setattr__(self, "canvas_width", int(self.canvas_width))
+        object.__setattr__(self, "canvas_height", int(self.canvas_height))
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def visible(self) -> np.ndarray:
+        """[F, 134] bool: score >= VISIBLE_SCORE."""
+        return self.scores >= VISIBLE_SCORE
+
+    @property
+    def empty_frames(self) -> list[int]:
+        """Indices of frames without any visible point (nobody detected)."""
+        return [int(i) for i in np.flatnonzero(~self.visible.any(axis=1))]
+
+    def frame(self, index: int) -> PoseSequence:
+        """The single pose at ``index`` as a 1-frame sequence."""
+        if not -len(self) <= index < len(self):
+            raise ValueError(f"index: {index} is outside this {len(self)}-frame pose sequence")
+        return PoseSequence(self.points[[index]], self.scores[[index]], self.canvas_width, self.canvas_height)
+
+    def on_canvas(self, canvas_width: int, canvas_height: int) -> PoseSequence:
+        """The same poses with coordinates rescaled to another canvas size."""
+        scale = np.array([canvas_width / self.canvas_width, canvas_height / self.canvas_height])
+        return replace(self, points=self.points * scale, canvas_width=canvas_width, canvas_height=canvas_height)
+
+
+def interpolate_empty_frames(poses: PoseSequence) -> PoseSequence:
+    """Fill frames where nobody was detected from the nearest detected frames before and after.
+
+    Between two detected frames the coordinates are interpolated linearly; a point stays visible
+    only if it is visible in both (score = the smaller one). Gaps at either end copy the nearest
+    detected frame.
+    """
+    empty = set(poses.empty_frames)
+    detected = [i for i in range(len(poses)) if i not in empty]
+    if not detected:
+        raise ValueError(
+            "poses: nobody was detected in any frame, so there is nothing to interpolate from; "
+            "use frames in which the person is visible"
+        )
+    points, scores = poses.points.copy(), poses.scores.copy()
+    for i in sorted(empty):
+        before = max((d for d in detected if d < i), default=None)
+        after = min((d for d in detected if d > i), default=None)
+        if before is None or after is None:
+            nearest = after if before is None else before
+            points[i], scores[i] = poses.points[nearest], poses.scores[nearest]
+            continue
+        t = (i - before) / (after - before)
+        points[i] = (1 - t) * poses.points[before] + t * poses.points[after]
+        both = poses.visible[before] & poses.visible[after]
+        scores[i] = np.where(both, np.minimum(poses.scores[before], poses.scores[after]), 0.0)
+    return replace(poses, points=points, scores=scores)
+
+
+def to_pose_keypoint(poses: PoseSequence) -> list[dict]:
+    """Write POSE_KEYPOINT exactly as comfyui_controlnet_aux does (spec 7.5).
+
+    Visible points become (x, y, 1.0), others (0, 0, 0); a face or hand without any visible point
+    is None; the face gets the body's R eye and L eye appended (70 points); a frame without any
+    visible point has ``people: []``. Feet are not part of the format.
+    """
+    frames = []
+    for f in range(len(poses)):
+        visible = poses.visible[f]
+        triples = np.zeros((NUM_POINTS, 3))
+        triples[visible, :2] = poses.points[f, visible]
+        triples[visible, 2] = 1.0
+        people = []
+        if visible.any():
+            person = {}
+            for key, part, _ in _KEYPOINT_PARTS:
+                part_triples = triples[part]
+                if part == FACE:
+                    part_triples = np.concatenate([part_triples, triples[[R_EYE, L_EYE]]])
+                has_points = part == BODY or visible[part].any()
+                person[key] = [float(v) for v in part_triples.reshape(-1)] if has_points else None
+            people.append(person)
+        frame = {"people": people, "canvas_height": poses.canvas_height, "canvas_width": poses.canvas_width}
+        if f == poses.inserted_reference:
+            frame[INSERTED_REFERENCE_KEY] = True
+        frames.append(frame)
+    return frames
+
+
+def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
+    """Read POSE_KEYPOINT (spec 7.5) into a PoseSequence.
+
+    Accepts pixel or normalised 0..1 coordinates (decided per frame: normalised when every visible
+    coordinate is within [-1, 1]), None parts, empty ``people`` and 68- or 70-point faces (the two
+    appended eye points duplicate the body's eyes and are ignored). With several people the one with
+    the highest summed confidence is kept (spec 9 #19). Frames on a different canvas size than the
+    first are rescaled onto the first frame's canvas.
+    """
+    if isinstance(pose_keypoint, dict):
+        raise ValueError("pose_keypoint: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list")
+    if not isinstance(pose_keypoint, (list, tuple)) or len(pose_keypoint) == 0:
+        raise ValueError("pose_keypoint: expected a non-empty list of frame dicts (POSE_KEYPOINT), got zero frames")
+
+    canvases = [_canvas_size(frame, f) for f, frame in enumerate(pose_keypoint)]
+    canvas_width, canvas_height = canvases[0]
+    points = np.zeros((len(pose_keypoint), NUM_POINTS, 2))
+    scores = np.zeros((len(pose_keypoint), NUM_POINTS))
+    inserted = []
+    for f, frame in enumerate(pose_keypoint):
+        if frame.get(INSERTED_REFERENCE_KEY):
+            inserted.append(f)
+        people = frame.get("people") or []
+        if not people:
+            continue
+        candidates = [_read_person(person, f) for person in people]
+        frame_points, frame_scores = max(candidates, key=lambda c: c[1][c[1] >= VISIBLE_SCORE].sum())
+        visible = frame_scores >= VISIBLE_SCORE
+        width, height = canvases[f]
+        if visible.any() and np.all(np.abs(frame_points[visible]) <= 1.0):
+            frame_points = frame_points * [width, height]
+        points[f] = frame_points * [canvas_width / width, canvas_height / height]
+        scores[f] = frame_scores
+    if len(inserted) > 1:
+        raise ValueError(
+            f"pose_keypoint: frames {inserted} are all marked '{INSERTED_REFERENCE_KEY}'; "
+            "insert the reference pose only once"
+        )
+    return PoseSequence(points, scores, canvas_width, canvas_height, inserted[0] if inserted else None)
+
+
+def _canvas_size(frame: dict, f: int) -> tuple[int, int]:
+    if not isinstance(frame, dict):
+        raise ValueError(f"pose_keypoint[{f}]: expected a frame dict, got {type(frame).__name__}")
+    try:
+        width, height = int(frame["canvas_width"]), int(frame["canvas_height"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"pose_keypoint[{f}]: needs integer 'canvas_width' and 'canvas_height' (the size of the frame the pose "
+            "was detected on)"
+        ) from err
+    if width < 1 or height < 1:
+        raise ValueError(f"pose_keypoint[{f}]: canvas size must be positive, got {width}x{height}")
+    return width, height
+
+
+def _read_person(person: dict, f: int) -> tuple[np.ndarray, np.ndarray]:
+    points = np.zeros((NUM_POINTS, 2))
+    scores = np.zeros(NUM_POINTS)
+    for key, part, count in _KEYPOINT_PARTS:
+        values = person.get(key)
+        if values is None:
+            continue
+        triples = np.asarray(values, dtype=np.float64).reshape(-1)
+        allowed = (count * 3, 68 * 3) if part == FACE else (count * 3,)
+        if triples.size not in allowed:
+            raise ValueError(
+                f"pose_keypoint[{f}].people[].{key}: expected {count * 3} numbers (flat x, y, c triples), "
+                f"got {triples.size}"
+            )
+        triples = triples.reshape(-1, 3)[: part.stop - part.start]
+        points[part] = triples[:, :2]
+        scores[part] = triples[:, 2]
+    return points, scores
