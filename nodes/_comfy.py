@@ -1,0 +1,141 @@
+"""Everything the nodes need from ComfyUI, in one place.
+
+ComfyUI's modules (folder_paths, comfy.*) exist only inside a running ComfyUI. They are imported
+here, guarded, so the node classes also import and run in plain pytest. Without ComfyUI, progress
+goes to tqdm and model folders come from the environment variable POSECRAFTER_MODELS_DIR (a folder
+laid out like ComfyUI's models/ folder); that is what the tests use.
+"""
+import logging
+import os
+
+import torch
+
+try:
+    import comfy.model_management as _mm
+    import comfy.utils as _utils
+    import folder_paths as _folder_paths
+except ImportError:
+    _mm = _utils = _folder_paths = None
+
+log = logging.getLogger("PoseCrafter")
+
+IN_COMFYUI = _folder_paths is not None
+WEIGHT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+if IN_COMFYUI:
+    # Our own folders, mirrored in extra_model_paths.yaml like any built-in one.
+    for _name in ("posecrafter", "dwpose"):
+        _folder_paths.add_model_folder_path(_name, os.path.join(_folder_paths.models_dir, _name))
+        os.makedirs(os.path.join(_folder_paths.models_dir, _name), exist_ok=True)
+
+
+def model_dirs(kind):
+    """The folders searched for models of one kind ("checkpoints", "controlnet", "diffusers", ...)."""
+    if IN_COMFYUI:
+        try:
+            return list(_folder_paths.get_folder_paths(kind))
+        except KeyError:
+            return []
+    root = os.environ.get("POSECRAFTER_MODELS_DIR")
+    return [os.path.join(root, kind)] if root else []
+
+
+def is_diffusers_folder(path):
+    return os.path.isfile(os.path.join(path, "config.json")) or os.path.isdir(os.path.join(path, "unet"))
+
+
+def list_models(kind, files=True, folders=False):
+    """Relative names of weight files (and diffusers-format folders) in every folder of one kind."""
+    names = set()
+    for root in model_dirs(kind):
+        if not os.path.isdir(root):
+            continue
+        for here, dirs, filenames in os.walk(root, followlinks=True):
+            rel = os.path.relpath(here, root)
+            if folders and rel != "." and is_diffusers_folder(here):
+                names.add(rel.replace(os.sep, "/"))
+                dirs.clear()  # a model folder's own files are not separate entries
+                continue
+            if files:
+                names.update(
+                    os.path.normpath(os.path.join(rel, f)).replace(os.sep, "/")
+                    for f in filenames if f.lower().endswith(WEIGHT_EXTENSIONS)
+                )
+    return sorted(names)
+
+
+def find_model(kind, name):
+    """Full path of a listed model, or None."""
+    for root in model_dirs(kind):
+        path = os.path.join(root, *name.split("/"))
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def missing_model_message(kind, name, what):
+    dirs = model_dirs(kind) or ["(no folder: ComfyUI's models/" + kind + ")"]
+    return f"{what} '{name}' not found in models/{kind}; searched: {', '.join(dirs)}"
+
+
+def dwpose_dirs():
+    """Where DWPose's ONNX files may be: our models/dwpose and comfyui_controlnet_aux's download folder."""
+    dirs = model_dirs("dwpose")
+    aux_roots = [os.environ["AUX_ANNOTATOR_CKPTS_PATH"]] if os.environ.get("AUX_ANNOTATOR_CKPTS_PATH") else []
+    if IN_COMFYUI:
+        aux_roots += [os.path.join(d, "comfyui_controlnet_aux", "ckpts") for d in _folder_paths.get_folder_paths("custom_nodes")]
+    dirs += [os.path.join(root, "yzd-v", "DWPose") for root in aux_roots]
+    return dirs
+
+
+def torch_device():
+    if IN_COMFYUI:
+        return _mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device():
+    return _mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
+
+
+def free_memory_for_heavy_work():
+    """Unload ComfyUI's own models (checkpoint UNet, CLIP, VAE) before our UNet takes the GPU."""
+    if IN_COMFYUI:
+        _mm.unload_all_models()
+        _mm.soft_empty_cache()
+
+
+def empty_cache():
+    if IN_COMFYUI:
+        _mm.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Progress:
+    """Per-step progress: ComfyUI's progress bar (which also makes Cancel work), else tqdm."""
+
+    def __init__(self, total, desc):
+        self.total = total
+        if IN_COMFYUI:
+            self._bar = _utils.ProgressBar(total)
+            self._tqdm = None
+        else:
+            from tqdm import tqdm
+
+            self._bar = None
+            self._tqdm = tqdm(total=total, desc=desc)
+
+    def update(self, done, **postfix):
+        """Report `done` of `total` steps; raises ComfyUI's interrupt exception when the user cancelled."""
+        if self._bar is not None:
+            _mm.throw_exception_if_processing_interrupted()
+            self._bar.update_absolute(done, self.total)
+        else:
+            self._tqdm.update(done - self._tqdm.n)
+            if postfix:
+                self._tqdm.set_postfix(**postfix)
+
+    def close(self):
+        if self._tqdm is not None:
+            self._tqdm.close()

@@ -1,0 +1,268 @@
+"""Loading the PoseCrafter model, one-shot tuning, and saving/loading the tuned weights."""
+import os
+import re
+
+import torch
+
+from ..posecrafter import model as pc_model
+from ..posecrafter import tuning
+from ..posecrafter.pose import from_pose_keypoint
+from ..posecrafter.skeleton import render_skeletons
+from . import _comfy
+from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, prompt_embeds
+from .plot import loss_curve_image
+
+DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ModelHandle:
+    """What a POSECRAFTER_MODEL socket carries.
+
+    The heavy inflated UNet + ControlNet is loaded once and shared; each handle owns its own copy of
+    the trainable tensors (the tuned attention weights, about 72 M values). A node activates a handle
+    before running the model, so tuning never changes what an upstream node returned (ComfyUI caches
+    node outputs and hands the same object to every consumer).
+    """
+
+    def __init__(self, model, trainable, info):
+        self.model = model
+        self.trainable = trainable
+        self.info = info
+
+    @classmethod
+    def untuned(cls, model, info):
+        return cls(model, _trainable_copy(model), info)
+
+    def derived(self, model, **info):
+        """A new handle holding the model's current trainable tensors, with extra info."""
+        return ModelHandle(model, _trainable_copy(model), {**self.info, **info})
+
+    def activate(self, device):
+        """Put this handle's trainable tensors into the shared model and move it to `device`."""
+        with torch.no_grad():
+            params = dict(self.model.named_parameters())
+            for name, value in self.trainable.items():
+                params[name].copy_(value)
+        return self.model.to(device)
+
+
+def _trainable_copy(model):
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.trainable_parameters().items()}
+
+
+def _resolve(kind_names, name, what):
+    for kind in kind_names:
+        path = _comfy.find_model(kind, name)
+        if path is not None:
+            return path
+    raise ValueError(_comfy.missing_model_message(kind_names[0], name, what))
+
+
+class ModelLoader:
+    DESCRIPTION = (
+        "Loads the SD1.5 UNet and the OpenPose ControlNet from your model folders and inflates them for "
+        "video (key-frame attention and temporal attention). Text encoding and the VAE stay with ComfyUI's "
+        "own CLIP Text Encode and VAE Encode/Decode."
+    )
+    CATEGORY = CATEGORY + "/loaders"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The video-inflated SD1.5 UNet and OpenPose ControlNet.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        checkpoints = _comfy.list_models("checkpoints") + [
+            "diffusers/" + name for name in _comfy.list_models("diffusers", files=False, folders=True)
+        ]
+        return {
+            "required": {
+                "checkpoint": (checkpoints, {"tooltip": "SD1.5 checkpoint from models/checkpoints (a single .safetensors/.ckpt), or a diffusers folder from models/diffusers."}),
+                "controlnet": (_comfy.list_models("controlnet", folders=True), {"tooltip": "The OpenPose ControlNet v1.1 for SD1.5 (control_v11p_sd15_openpose) from models/controlnet."}),
+                "dtype": (list(DTYPES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on the CPU."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint=None, controlnet=None, dtype=None):
+        # Linked (non-widget) values are not known at validation time and arrive as None.
+        if checkpoint is not None and _checkpoint_path(checkpoint) is None:
+            return _comfy.missing_model_message("checkpoints", checkpoint, "checkpoint")
+        if controlnet is not None and _comfy.find_model("controlnet", controlnet) is None:
+            return _comfy.missing_model_message("controlnet", controlnet, "ControlNet")
+        if dtype is not None and dtype not in DTYPES:
+            return f"dtype must be one of {', '.join(DTYPES)}"
+        return True
+
+    def load(self, checkpoint, controlnet, dtype):
+        device = _comfy.torch_device()
+        torch_dtype = DTYPES[dtype] or (torch.float16 if device.type == "cuda" else torch.float32)
+        model = pc_model.PoseCrafterModel.from_files(
+            _checkpoint_path(checkpoint),
+            _resolve(["controlnet"], controlnet, "ControlNet"),
+            dtype=torch_dtype,
+            device=_comfy.offload_device(),
+        )
+        return (ModelHandle.untuned(model, {"base": checkpoint, "controlnet": controlnet}),)
+
+
+def _checkpoint_path(name):
+    path = _comfy.find_model("checkpoints", name)
+    if path is None and name.startswith("diffusers/"):
+        path = _comfy.find_model("diffusers", name[len("diffusers/"):])
+    return path
+
+
+class OneShotTuner:
+    DESCRIPTION = (
+        "One-shot tuning (the paper's training stage): fine-tunes the attention layers on the training clip "
+        "so the generated video keeps this person and scene. Returns the tuned model and its loss curve."
+    )
+    CATEGORY = CATEGORY + "/tuning"
+    RETURN_TYPES = (MODEL_TYPE, "IMAGE")
+    RETURN_NAMES = ("model", "loss_curve")
+    OUTPUT_TOOLTIPS = ("The tuned model.", "The training loss per step, plotted.")
+    FUNCTION = "tune"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The model from PoseCrafter Model Loader (or an already tuned one)."}),
+                "latent": ("LATENT", {"tooltip": "The training frames encoded by VAE Encode (all frames of the clip)."}),
+                "pose": ("POSE_KEYPOINT", {"tooltip": "The training frames' poses, one per frame (PoseCrafter DWPose Extractor or DWPreprocessor)."}),
+                "conditioning": ("CONDITIONING", {"tooltip": "The source prompt describing the training clip, e.g. 'a person is dancing' (CLIP Text Encode)."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Training steps. 0 uses the paper's formula from the frame count (8 frames: 100 steps, 100 frames: 2000)."}),
+                "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False, "tooltip": "0 uses the default of the update rule (paper: 3e-3, clean: 3e-5)."}),
+                "update_rule": (["paper", "clean"], {"default": "paper", "tooltip": "paper: reproduces the official code's update exactly (see README). clean: plain AdamW on the trained weights only, with a smaller learning rate."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed for the frame clips, timesteps and noise drawn at each step."}),
+                "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: less GPU memory, slower."}),
+            }
+        }
+
+    def tune(self, model, latent, pose, conditioning, steps, learning_rate, update_rule, seed, gradient_checkpointing):
+        latents = latent_samples(latent, "latent")
+        frames = latents.shape[0]
+        check_frame_count(len(pose), frames, "pose", "latent")
+        pose_images = render_skeletons(from_pose_keypoint(pose), latents.shape[-1] * 8, latents.shape[-2] * 8)
+        embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
+        total = steps or tuning.paper_steps(frames)
+        progress = _comfy.Progress(total, "PoseCrafter tuning")
+
+        def callback(step, loss):
+            progress.update(step + 1, loss=f"{loss:.4f}")
+
+        _comfy.free_memory_for_heavy_work()
+        device = _comfy.torch_device()
+        module = model.activate(device)
+        try:
+            # ComfyUI runs nodes under inference_mode; training needs autograd and tensors made outside it.
+            with torch.inference_mode(False), torch.enable_grad():
+                result = tuning.tune(
+                    module,
+                    latents.clone().to(device),
+                    pose_images.clone().to(device),
+                    embeds.clone().to(device),
+                    steps=steps or None,
+                    lr=learning_rate or None,
+                    update_rule=update_rule,
+                    seed=seed,
+                    gradient_checkpointing=gradient_checkpointing,
+                    callback=callback,
+                )
+            tuned = model.derived(module, frames=frames, steps=result.steps, lr=result.lr, update_rule=update_rule, seed=seed)
+        finally:
+            progress.close()
+            module.to(_comfy.offload_device())
+            model.activate(_comfy.offload_device())  # the shared model goes back to the input's weights
+            _comfy.empty_cache()
+        _comfy.log.info("PoseCrafter tuning: %d steps, final loss %.4f", result.steps, result.losses[-1])
+        return (tuned, loss_curve_image(result.losses, f"PoseCrafter tuning loss ({result.steps} steps)"))
+
+
+def sanitise_name(name):
+    """A safe file name in models/posecrafter: no folders, no odd characters, .safetensors at the end."""
+    stem = os.path.basename(name.strip().replace("\\", "/"))
+    if stem.lower().endswith(".safetensors"):
+        stem = stem[: -len(".safetensors")]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+    if not stem:
+        raise ValueError("'filename' is empty after removing unsafe characters: use letters, digits, '-', '_' or '.'")
+    return stem + ".safetensors"
+
+
+class SaveTuned:
+    DESCRIPTION = "Saves the tuned weights (only the trained tensors, about 290 MB) to models/posecrafter."
+    CATEGORY = CATEGORY + "/tuning"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The tuned model from PoseCrafter One-Shot Tuner."}),
+                "filename": ("STRING", {"default": "posecrafter_tuned", "tooltip": "File name in models/posecrafter; an existing file of that name is replaced."}),
+            }
+        }
+
+    def save(self, model, filename):
+        dirs = _comfy.model_dirs("posecrafter")
+        if not dirs:
+            raise ValueError("no models/posecrafter folder is configured (outside ComfyUI set POSECRAFTER_MODELS_DIR)")
+        os.makedirs(dirs[0], exist_ok=True)
+        path = os.path.join(dirs[0], sanitise_name(filename))
+        model.activate(_comfy.offload_device())
+        metadata = {key: str(value) for key, value in model.info.items()}
+        tuning.save_tuned(model.model, path, metadata=metadata)
+        _comfy.log.info("PoseCrafter: saved tuned weights to %s", path)
+        return {"ui": {"text": [path]}}
+
+
+class LoadTuned:
+    DESCRIPTION = "Loads tuned weights saved by PoseCrafter Save Tuned onto the same base model."
+    CATEGORY = CATEGORY + "/tuning"
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with the tuned weights.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The base model from PoseCrafter Model Loader (the same checkpoint the weights were tuned on)."}),
+                "tuned_weights": (_comfy.list_models("posecrafter"), {"tooltip": "A .safetensors file in models/posecrafter."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, tuned_weights=None):
+        if tuned_weights is not None and _comfy.find_model("posecrafter", tuned_weights) is None:
+            return _comfy.missing_model_message("posecrafter", tuned_weights, "tuned weights")
+        return True
+
+    def load(self, model, tuned_weights):
+        path = _resolve(["posecrafter"], tuned_weights, "tuned weights")
+        module = model.activate(_comfy.offload_device())
+        try:
+            metadata = tuning.load_tuned(module, path)
+            tuned = model.derived(module, **metadata, tuned_weights=tuned_weights)
+        finally:
+            model.activate(_comfy.offload_device())
+        return (tuned,)
+
+
+NODE_CLASS_MAPPINGS = {
+    "PoseCrafterModelLoader": ModelLoader,
+    "PoseCrafterOneShotTuner": OneShotTuner,
+    "PoseCrafterSaveTuned": SaveTuned,
+    "PoseCrafterLoadTuned": LoadTuned,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PoseCrafterModelLoader": "PoseCrafter Model Loader",
+    "PoseCrafterOneShotTuner": "PoseCrafter One-Shot Tuner",
+    "PoseCrafterSaveTuned": "PoseCrafter Save Tuned",
+    "PoseCrafterLoadTuned": "PoseCrafter Load Tuned",
+}

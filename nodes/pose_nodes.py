@@ -1,0 +1,194 @@
+"""Pose nodes: DWPose extraction, skeleton rendering, reference-frame selection and pose insertion."""
+import json
+
+import torch
+
+from ..posecrafter import dwpose, reference, skeleton
+from ..posecrafter.pose import from_pose_keypoint, to_pose_keypoint
+from . import _comfy
+from .common import CATEGORY, check_frame_count, latent_samples
+
+
+class DWPoseExtractor:
+    DESCRIPTION = (
+        "Whole-body DWPose (body, face, hands) on every frame. Emits POSE_KEYPOINT in the "
+        "comfyui_controlnet_aux format and the skeleton drawings the OpenPose ControlNet expects."
+    )
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ("POSE_KEYPOINT", "IMAGE")
+    RETURN_NAMES = ("pose", "skeleton")
+    OUTPUT_TOOLTIPS = ("One pose per frame (the most confident person).", "The poses drawn at the frames' size.")
+    FUNCTION = "extract"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The video frames (one person in view)."}),
+                "fill_gaps": ("BOOLEAN", {"default": False, "tooltip": "When nobody is detected in a frame, interpolate the pose from the neighbouring frames instead of failing."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls):
+        for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
+            try:
+                dwpose.find_model_file(name, _comfy.dwpose_dirs())
+            except ValueError as err:
+                return str(err)
+        return True
+
+    def extract(self, images, fill_gaps):
+        progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
+        try:
+            result = _extractor(_comfy.dwpose_dirs()).extract(
+                images, callback=lambda done, total: progress.update(done), fill_gaps=fill_gaps
+            )
+        finally:
+            progress.close()
+        if result.missing_frames and not fill_gaps:
+            frames = ", ".join(str(i) for i in result.missing_frames)
+            raise ValueError(
+                f"'images': no person detected in frame(s) {frames} of {images.shape[0]}: use a clip where the "
+                "person is visible in every frame, or turn on fill_gaps"
+            )
+        if result.missing_frames:
+            _comfy.log.info("PoseCrafter DWPose: filled frames %s from their neighbours", result.missing_frames)
+        pose = to_pose_keypoint(result.poses)
+        drawn = skeleton.render_skeleton_images(result.poses, images.shape[2], images.shape[1])
+        return {"ui": {"openpose_json": [json.dumps(pose)]}, "result": (pose, drawn)}
+
+
+_extractors = {}
+
+
+def _extractor(dirs):
+    """One onnxruntime extractor per set of model files, kept between runs (loading the sessions is slow)."""
+    key = tuple(str(dwpose.find_model_file(name, dirs)) for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE))
+    if key not in _extractors:
+        _extractors.clear()
+        _extractors[key] = dwpose.DWPoseExtractor(dirs)
+    return _extractors[key]
+
+
+class PoseRender:
+    DESCRIPTION = "Draws POSE_KEYPOINT poses (from any source) as OpenPose skeleton images."
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("skeleton",)
+    OUTPUT_TOOLTIPS = ("One skeleton image per pose.",)
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose": ("POSE_KEYPOINT", {"tooltip": "Poses to draw, one per frame."}),
+                "width": ("INT", {"default": 512, "min": 8, "max": 8192, "step": 8, "tooltip": "Output width in pixels; coordinates are scaled from the pose's canvas."}),
+                "height": ("INT", {"default": 512, "min": 8, "max": 8192, "step": 8, "tooltip": "Output height in pixels."}),
+            }
+        }
+
+    def render(self, pose, width, height):
+        return (skeleton.render_skeleton_images(from_pose_keypoint(pose), width, height),)
+
+
+class ReferenceFrameSelector:
+    DESCRIPTION = (
+        "Picks the training frame whose pose is closest to the whole target pose sequence (paper Eq. 5) and "
+        "reports Video-SIM, how well the training clip covers the target motion (lower is better)."
+    )
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ("LATENT", "IMAGE", "POSE_KEYPOINT", "INT", "STRING")
+    RETURN_NAMES = ("latent", "image", "pose", "index", "report")
+    OUTPUT_TOOLTIPS = (
+        "The reference frame's latent (1 frame).",
+        "The reference frame.",
+        "The reference frame's pose.",
+        "Index of the reference frame in the training clip.",
+        "Distances and Video-SIM.",
+    )
+    FUNCTION = "select"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The training frames."}),
+                "latent": ("LATENT", {"tooltip": "The training frames encoded by VAE Encode."}),
+                "training_pose": ("POSE_KEYPOINT", {"tooltip": "The training frames' poses."}),
+                "target_pose": ("POSE_KEYPOINT", {"tooltip": "The pose sequence to follow (e.g. from the driving video)."}),
+            }
+        }
+
+    def select(self, images, latent, training_pose, target_pose):
+        samples = latent_samples(latent, "latent")
+        check_frame_count(images.shape[0], samples.shape[0], "images", "latent")
+        check_frame_count(len(training_pose), samples.shape[0], "training_pose", "latent")
+        if not target_pose:
+            raise ValueError("'target_pose' has no frames: connect the driving video's poses")
+        training, target = from_pose_keypoint(training_pose), from_pose_keypoint(target_pose)
+        choice = reference.select_reference_frame(training, target)
+        index = choice.index
+        sim = reference.video_sim(training, target)
+        report = (
+            f"reference frame {index} of {len(training_pose)} (sum of pose distances {choice.distances[index]:.4f}); "
+            f"Video-SIM {sim:.4f} over {len(target_pose)} target poses"
+        )
+        _comfy.log.info("PoseCrafter: %s", report)
+        return {
+            "ui": {"text": [report]},
+            "result": (
+                {"samples": samples[index : index + 1]},
+                images[index : index + 1].clone(),
+                to_pose_keypoint(training.frame(index)),
+                index,
+                report,
+            ),
+        }
+
+
+class PoseInserter:
+    DESCRIPTION = (
+        "Inserts the reference pose into the target sequence at the key-frame position (M poses -> M+1), "
+        "marked so the Temporal Sampler can drop the inserted frame afterwards."
+    )
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ("POSE_KEYPOINT",)
+    RETURN_NAMES = ("pose",)
+    OUTPUT_TOOLTIPS = ("The M+1 poses with the reference at the chosen position.",)
+    FUNCTION = "insert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "target_pose": ("POSE_KEYPOINT", {"tooltip": "The M target poses."}),
+                "reference_pose": ("POSE_KEYPOINT", {"tooltip": "The reference frame's pose (Reference Frame Selector)."}),
+                "position": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Where the reference goes, 0..M; it becomes the key frame. The paper's code uses 0."}),
+            }
+        }
+
+    def insert(self, target_pose, reference_pose, position):
+        if position > len(target_pose):
+            raise ValueError(
+                f"'position' is {position} but there are only {len(target_pose)} target poses: use 0..{len(target_pose)}"
+            )
+        if len(reference_pose) != 1:
+            raise ValueError(f"'reference_pose' must hold 1 pose, got {len(reference_pose)}: connect the Reference Frame Selector's pose")
+        inserted = reference.insert_reference_pose(from_pose_keypoint(target_pose), from_pose_keypoint(reference_pose), position)
+        return (to_pose_keypoint(inserted),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "PoseCrafterDWPoseExtractor": DWPoseExtractor,
+    "PoseCrafterPoseRender": PoseRender,
+    "PoseCrafterReferenceFrameSelector": ReferenceFrameSelector,
+    "PoseCrafterPoseInserter": PoseInserter,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PoseCrafterDWPoseExtractor": "PoseCrafter DWPose Extractor",
+    "PoseCrafterPoseRender": "PoseCrafter Pose Render",
+    "PoseCrafterReferenceFrameSelector": "PoseCrafter Reference Frame Selector",
+    "PoseCrafterPoseInserter": "PoseCrafter Pose Inserter",
+}

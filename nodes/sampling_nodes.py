@@ -1,0 +1,216 @@
+"""DDIM inversion of the reference frame, face/hand latent editing, and the temporal sampler."""
+import dataclasses
+
+from ..posecrafter import inversion as pc_inversion
+from ..posecrafter import latent_edit, sampling
+from ..posecrafter.pose import from_pose_keypoint
+from ..posecrafter.reference import remove_inserted_reference
+from ..posecrafter.skeleton import render_skeletons
+from . import _comfy
+from .common import CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, prompt_embeds
+
+EDIT_KEY = "posecrafter_edit"  # LATENT key carrying the latent editor's plan to the sampler (alpha > 1)
+
+
+def _inserted_position(poses):
+    if poses.inserted_reference is None:
+        raise ValueError("'pose' has no inserted reference frame: connect the PoseCrafter Pose Inserter's output")
+    return poses.inserted_reference
+
+
+def _run_model(model, work):
+    """Run `work(module, device)` on the GPU with ComfyUI's models unloaded first and the cache emptied after."""
+    _comfy.free_memory_for_heavy_work()
+    device = _comfy.torch_device()
+    module = model.activate(device)
+    try:
+        return work(module, device)
+    finally:
+        module.to(_comfy.offload_device())
+        _comfy.empty_cache()
+
+
+class DDIMInverter:
+    DESCRIPTION = (
+        "DDIM inversion of the reference frame with the source prompt and its pose (guidance 1). Inverting one "
+        "frame gives the starting latent of every frame of the pseudo reference video (paper Sec. 5.2)."
+    )
+    CATEGORY = CATEGORY + "/sampling"
+    RETURN_TYPES = (INVERSION_TYPE,)
+    RETURN_NAMES = ("inversion",)
+    OUTPUT_TOOLTIPS = ("Z_T of the reference frame and every intermediate latent.",)
+    FUNCTION = "invert"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The tuned model."}),
+                "latent": ("LATENT", {"tooltip": "The reference frame's latent (Reference Frame Selector)."}),
+                "pose": ("POSE_KEYPOINT", {"tooltip": "The reference frame's pose."}),
+                "conditioning": ("CONDITIONING", {"tooltip": "The source prompt (the one used for tuning)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the Temporal Sampler."}),
+            }
+        }
+
+    def invert(self, model, latent, pose, conditioning, steps):
+        samples = latent_samples(latent, "latent")
+        if samples.shape[0] != 1 or len(pose) != 1:
+            raise ValueError(
+                f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
+                f"{len(pose)} poses): connect the Reference Frame Selector's outputs"
+            )
+        pose_image = render_skeletons(from_pose_keypoint(pose), samples.shape[-1] * 8, samples.shape[-2] * 8)
+        embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
+        progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
+
+        def work(module, device):
+            return pc_inversion.invert(
+                module, samples.to(device), pose_image.to(device), embeds.to(device), steps=steps,
+                callback=lambda done, total: progress.update(done),
+            )
+
+        try:
+            result = _run_model(model, work)
+        finally:
+            progress.close()
+        return (result.to("cpu"),)
+
+
+class LatentEditor:
+    DESCRIPTION = (
+        "Builds the M+1 starting latents from the inverted reference: the reference's face and hands are moved "
+        "by an affine fit to where each target pose has them (paper Eq. 18-19). The inserted frame is untouched."
+    )
+    CATEGORY = CATEGORY + "/sampling"
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "report")
+    OUTPUT_TOOLTIPS = ("The M+1 starting latents for the Temporal Sampler.", "What was edited or skipped per frame.")
+    FUNCTION = "edit"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "inversion": (INVERSION_TYPE, {"tooltip": "The reference frame's DDIM inversion."}),
+                "pose": ("POSE_KEYPOINT", {"tooltip": "The M+1 poses from the Pose Inserter (the inserted one is the reference)."}),
+                "edit_face": ("BOOLEAN", {"default": True, "tooltip": "Move the face region to each target face."}),
+                "edit_hands": ("BOOLEAN", {"default": True, "tooltip": "Move the hand regions to each target hand."}),
+                "alpha": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "The DDIM sampling step at which the edit happens. 1 edits the starting latent (the paper's default); a later step edits with the inversion's latent of that step."}),
+            }
+        }
+
+    def edit(self, inversion, pose, edit_face, edit_hands, alpha):
+        poses = from_pose_keypoint(pose)
+        _inserted_position(poses)
+        z_t = inversion.final.cpu()
+        plan = _only_parts(latent_edit.plan_latent_edits(poses, z_t.shape[-2], z_t.shape[-1]), edit_face, edit_hands)
+        if alpha == 1:
+            out = {"samples": latent_edit.edit_initial_latents(z_t, plan)}
+        else:
+            # Start from unedited copies; the sampler edits before step alpha (see TemporalSampler).
+            out = {"samples": z_t.repeat(len(poses), 1, 1, 1), EDIT_KEY: (inversion, plan, alpha)}
+        report = "\n".join(plan.report())
+        _comfy.log.info("PoseCrafter latent edits (alpha %d):\n%s", alpha, report)
+        return {"ui": {"text": [report]}, "result": (out, report)}
+
+
+def _only_parts(plan, face, hands):
+    """The plan with the parts the user turned off marked as skipped."""
+    enabled = {"face": face, "left hand": hands, "right hand": hands}
+    frames = tuple(
+        tuple(edit if enabled[edit.part] else latent_edit.PartEdit(edit.part, skip_reason="turned off") for edit in edits)
+        for edits in plan.frames
+    )
+    return dataclasses.replace(plan, frames=frames)
+
+
+class TemporalSampler:
+    DESCRIPTION = (
+        "DDIM sampling of all frames together with key-frame and temporal attention, each frame steered by its "
+        "pose through the ControlNet; optional sliding windows for long videos. Drops the inserted frame."
+    )
+    CATEGORY = CATEGORY + "/sampling"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The generated frames' latents (decode with VAE Decode).",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The tuned model."}),
+                "latent": ("LATENT", {"tooltip": "The M+1 starting latents (Latent Editor)."}),
+                "pose": ("POSE_KEYPOINT", {"tooltip": "The M+1 poses (Pose Inserter); the inserted one is the key frame."}),
+                "positive": ("CONDITIONING", {"tooltip": "The target prompt. The source prompt keeps the training look; change it to edit attributes (with cfg 3)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (eta 0); use the inversion's number."}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Guidance scale. 1 is a single conditional pass (the paper's default); about 3 for attribute edits, with a negative prompt."}),
+                "control_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05, "tooltip": "ControlNet conditioning scale."}),
+                "context_length": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Frames per sliding window for long videos (16 is a good value); 0 samples all frames at once."}),
+                "context_overlap": ("INT", {"default": 4, "min": 0, "max": 1000, "tooltip": "Frames shared by neighbouring windows; must be smaller than context_length."}),
+                "drop_inserted_frame": ("BOOLEAN", {"default": True, "tooltip": "Remove the inserted reference frame from the output (M frames out)."}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt for cfg > 1 (an empty prompt is the paper's choice)."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, context_length=None, context_overlap=None):
+        # Declaring these turns off ComfyUI's own min/max check for them, so it is done here.
+        # Linked (non-widget) values are not known at validation time and arrive as None.
+        if context_length is not None and context_length < 0:
+            return "context_length must be 0 (no windows) or a frame count"
+        if context_overlap is not None and context_overlap < 0:
+            return "context_overlap must be 0 or more"
+        if context_length and context_overlap is not None and context_overlap >= context_length:
+            return f"context_overlap ({context_overlap}) must be smaller than context_length ({context_length})"
+        return True
+
+    def sample(self, model, latent, pose, positive, steps, cfg, control_strength, context_length, context_overlap,
+               drop_inserted_frame, negative=None):
+        samples = latent_samples(latent, "latent")
+        check_frame_count(len(pose), samples.shape[0], "pose", "latent")
+        poses = from_pose_keypoint(pose)
+        position = _inserted_position(poses)
+        if cfg > 1 and negative is None:
+            raise ValueError("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt")
+        pose_images = render_skeletons(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)
+        embeds = prompt_embeds(positive, "positive", model.model.text_width)
+        negative_embeds = prompt_embeds(negative, "negative", model.model.text_width) if cfg > 1 else None
+        edit = latent.get(EDIT_KEY)
+        progress = _comfy.Progress(steps, "PoseCrafter sampling")
+
+        def work(module, device):
+            hook = None
+            if edit is not None:
+                inversion, plan, alpha = edit
+                hook = latent_edit.alpha_edit_hook(plan, lambda t: inversion.latent_at(t).to(device), alpha)
+            return sampling.sample(
+                module, samples.to(device), pose_images.to(device), embeds.to(device),
+                None if negative_embeds is None else negative_embeds.to(device),
+                steps=steps, guidance_scale=cfg, controlnet_scale=control_strength, key_index=position,
+                context_length=context_length or None, context_overlap=context_overlap,
+                step_hook=hook, callback=lambda done, total: progress.update(done),
+            )
+
+        try:
+            out = _run_model(model, work).to("cpu")
+        finally:
+            progress.close()
+        if drop_inserted_frame:
+            out = remove_inserted_reference(out, poses)
+        return ({"samples": out},)
+
+
+NODE_CLASS_MAPPINGS = {
+    "PoseCrafterDDIMInverter": DDIMInverter,
+    "PoseCrafterLatentEditor": LatentEditor,
+    "PoseCrafterTemporalSampler": TemporalSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PoseCrafterDDIMInverter": "PoseCrafter DDIM Inverter",
+    "PoseCrafterLatentEditor": "PoseCrafter Latent Editor",
+    "PoseCrafterTemporalSampler": "PoseCrafter Temporal Sampler",
+}
