@@ -1,0 +1,112 @@
+"""Reference frame: selection (Eq. 5, spec 5.1), Video-SIM (spec 5.6), insertion and removal (spec 5.3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .pose import BODY, FACE, INSERTED_REFERENCE_KEY, LEFT_HAND, RIGHT_HAND, PoseSequence
+
+_MATCHED_POINTS = np.r_[BODY, FACE, LEFT_HAND, RIGHT_HAND]  # 18 + 68 + 2 x 21 = 128 points, feet excluded
+
+
+def pose_vectors(poses: PoseSequence) -> np.ndarray:
+    """v(p) of spec 5.1 for every frame: [F, 256] = (x/W, y/H) of the 128 body, face and hand points,
+    an undetected point being (-1, -1) as in the DWPose annotator."""
+    normalised = poses.points[:, _MATCHED_POINTS] / [poses.canvas_width, poses.canvas_height]
+    normalised[~poses.visible[:, _MATCHED_POINTS]] = -1.0
+    return normalised.reshape(len(poses), -1)
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """Result of Eq. 5: the chosen training frame and, per training frame, its summed distance to the
+    target poses (inf for frames where nobody was detected, which are never chosen)."""
+
+    index: int
+    distances: np.ndarray
+
+
+def select_reference_frame(training_poses: PoseSequence, target_poses: PoseSequence) -> ReferenceChoice:
+    """Eq. 5: ref = argmin_i sum_l ||v(p_i) - v(p'_l)||_2 (plain L2, spec 9 #7); ties go to the earliest frame."""
+    training, target = _checked_vectors(training_poses, target_poses)
+    distances = np.linalg.norm(training[:, None, :] - target[None, :, :], axis=-1).sum(axis=1)
+    distances[training_poses.empty_frames] = np.inf
+    return ReferenceChoice(index=int(np.argmin(distances)), distances=distances)
+
+
+def video_sim(training_poses: PoseSequence, target_poses: PoseSequence) -> float:
+    """Video-SIM (supplement Eq. 2, spec 5.6): sum_l min_i ||v(p'_l) - v(p_i)||_2^2 over training frames
+    with a detected person. Lower means the training clip covers the target motion better."""
+    training, target = _checked_vectors(training_poses, target_poses)
+    training = np.delete(training, training_poses.empty_frames, axis=0)
+    squared = ((target[:, None, :] - training[None, :, :]) ** 2).sum(axis=-1)
+    return float(squared.min(axis=1).sum())
+
+
+def _checked_vectors(training_poses: PoseSequence, target_poses: PoseSequence) -> tuple[np.ndarray, np.ndarray]:
+    if len(target_poses) == 0:
+        raise ValueError("target_poses: zero frames; pass the pose sequence the video should follow")
+    if len(training_poses) == 0 or len(training_poses.empty_frames) == len(training_poses):
+        raise ValueError(
+            "training_poses: nobody was detected in any frame of the training clip; "
+            "use a clip in which the person is clearly visible"
+        )
+    return pose_vectors(training_poses), pose_vectors(target_poses)
+
+
+def insert_reference_pose(target_poses: PoseSequence, reference_pose: PoseSequence, k: int = 0) -> PoseSequence:
+    """Spec 5.3: the M+1 sequence with the reference pose at position k (default 0, the key frame).
+
+    The reference pose is rescaled onto the target canvas (rendering scales both the same way), and
+    the result remembers k (``inserted_reference``, written to POSE_KEYPOINT as
+    ``"posecrafter_inserted_reference": true`` on that frame) so ``remove_inserted_reference`` can
+    drop it again.
+    """
+    if len(reference_pose) != 1:
+        raise ValueError(f"reference_pose: expected a single pose, got {len(reference_pose)}; use poses.frame(index)")
+    if len(target_poses) == 0:
+        raise ValueError("target_poses: zero frames; pass the pose sequence the video should follow")
+    if target_poses.inserted_reference is not None:
+        raise ValueError("target_poses: already contains an inserted reference pose; insert it only once")
+    if not 0 <= k <= len(target_poses):
+        raise ValueError(f"k: must be in 0..{len(target_poses)} (M = number of target poses), got {k}")
+    reference = reference_pose.on_canvas(target_poses.canvas_width, target_poses.canvas_height)
+    points = np.insert(target_poses.points, k, reference.points[0], axis=0)
+    scores = np.insert(target_poses.scores, k, reference.scores[0], axis=0)
+    return PoseSequence(points, scores, target_poses.canvas_width, target_poses.canvas_height, inserted_reference=k)
+
+
+def inserted_reference_index(poses: PoseSequence | list[dict]) -> int:
+    """Position k of the inserted reference in a PoseSequence or a POSE_KEYPOINT list."""
+    if isinstance(poses, PoseSequence):
+        index = poses.inserted_reference
+    else:
+        marked = [f for f, frame in enumerate(poses) if isinstance(frame, dict) and frame.get(INSERTED_REFERENCE_KEY)]
+        if len(marked) > 1:
+            raise ValueError(f"poses: frames {marked} are all marked as the inserted reference; expected one")
+        index = marked[0] if marked else None
+    if index is None:
+        raise ValueError(
+            "poses: no inserted reference pose found; pass the sequence returned by insert_reference_pose "
+            f"(its POSE_KEYPOINT marks the frame with '{INSERTED_REFERENCE_KEY}')"
+        )
+    return index
+
+
+def remove_inserted_reference(batch, poses: PoseSequence | list[dict]):
+    """Drop the inserted reference frame from ``batch`` (frames, latents, images, or the PoseSequence
+    itself): any tensor/array whose first axis is the M+1 frames, returning M frames."""
+    index = inserted_reference_index(poses)
+    if len(batch) != len(poses):
+        raise ValueError(
+            f"batch: has {len(batch)} frames but the poses have {len(poses)} (M+1 with the inserted reference); "
+            "pass the batch generated from these poses"
+        )
+    keep = [f for f in range(len(batch)) if f != index]
+    if isinstance(batch, PoseSequence):
+        return PoseSequence(batch.points[keep], batch.scores[keep], batch.canvas_width, batch.canvas_height)
+    if isinstance(batch, torch.Tensor):
+        return batch[torch.tensor(keep, dtype=torch.long, device=batch.device)]
+    return np.asarray(batch)[keep]
