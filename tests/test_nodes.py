@@ -183,3 +183,15 @@ def test_model_lists_include_diffusers_folders(tmp_path, monkeypatch):
     spec = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterModelLoader"].INPUT_TYPES()["required"]
     assert spec["checkpoint"][0] == ["diffusers/tiny-sd15"]
     assert spec["controlnet"][0] == ["openpose.pth", "tiny-openpose"]
+
+
+def test_requirements_and_pyproject_list_the_same_dependencies():
+    import tomllib
+
+    from tests.comfy_pack import ROOT
+
+    lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    requirements = {line.replace('"', "'").replace(" ", "") for line in lines if line}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert requirements == {d.replace(" ", "") for d in project}
+    assert not any(r.startswith("torch") for r in requirements), "ComfyUI owns the torch install"
