@@ -3,6 +3,7 @@ import dataclasses
 
 from ..posecrafter import inversion as pc_inversion
 from ..posecrafter import latent_edit, sampling
+from ..posecrafter.model import to_model_space
 from ..posecrafter.pose import from_pose_keypoint
 from ..posecrafter.reference import remove_inserted_reference
 from ..posecrafter.skeleton import render_skeletons
@@ -74,7 +75,7 @@ class DDIMInverter:
             result = _run_model(model, work)
         finally:
             progress.close()
-        return (result.to("cpu"),)
+        return (pc_inversion.Inversion(result.latents.cpu(), result.timesteps),)
 
 
 class LatentEditor:
@@ -186,7 +187,10 @@ class TemporalSampler:
             hook = None
             if edit is not None:
                 inversion, plan, alpha = edit
-                hook = latent_edit.alpha_edit_hook(plan, lambda t: inversion.latent_at(t).to(device), alpha)
+                # the sampler's hook sees model-space latents, the inversion keeps raw ones
+                hook = latent_edit.alpha_edit_hook(
+                    plan, lambda t: to_model_space(inversion.latent_at(t).to(device)), alpha
+                )
             return sampling.sample(
                 module, samples.to(device), pose_images.to(device), embeds.to(device),
                 None if negative_embeds is None else negative_embeds.to(device),
