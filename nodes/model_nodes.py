@@ -12,7 +12,7 @@ from . import _comfy
 from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, prompt_embeds
 from .plot import loss_curve_image
 
-DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class ModelHandle:
@@ -79,7 +79,7 @@ class ModelLoader:
             "required": {
                 "checkpoint": (checkpoints, {"tooltip": "SD1.5 checkpoint from models/checkpoints (a single .safetensors/.ckpt), or a diffusers folder from models/diffusers."}),
                 "controlnet": (_comfy.list_models("controlnet", folders=True), {"tooltip": "The OpenPose ControlNet v1.1 for SD1.5 (control_v11p_sd15_openpose) from models/controlnet."}),
-                "dtype": (list(DTYPES), {"default": "auto", "tooltip": "Weight precision. auto: fp16 on a GPU, fp32 on the CPU."}),
+                "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Weight precision. Tuning needs fp32 (it uses mixed precision on the GPU by itself); fp16/bf16 halve the memory when only sampling with saved tuned weights."}),
             }
         }
 
@@ -95,12 +95,10 @@ class ModelLoader:
         return True
 
     def load(self, checkpoint, controlnet, dtype):
-        device = _comfy.torch_device()
-        torch_dtype = DTYPES[dtype] or (torch.float16 if device.type == "cuda" else torch.float32)
         model = pc_model.PoseCrafterModel.from_files(
             _checkpoint_path(checkpoint),
             _resolve(["controlnet"], controlnet, "ControlNet"),
-            dtype=torch_dtype,
+            dtype=DTYPES[dtype],
             device=_comfy.offload_device(),
         )
         return (ModelHandle.untuned(model, {"base": checkpoint, "controlnet": controlnet}),)
@@ -150,7 +148,7 @@ class OneShotTuner:
         progress = _comfy.Progress(total, "PoseCrafter tuning")
 
         def callback(step, loss):
-            progress.update(step + 1, loss=f"{loss:.4f}")
+            progress.update(step, loss=f"{loss:.4f}")
 
         _comfy.free_memory_for_heavy_work()
         device = _comfy.torch_device()

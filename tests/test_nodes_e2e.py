@@ -1,0 +1,162 @@
+"""Workflow (a) end to end on tiny models, by calling the node functions in the workflow's order.
+
+The tiny UNet and ControlNet are saved as diffusers folders in a models tree and loaded through the
+Model Loader, as a user's files would be. Frames, latents and conditioning stand in for what core
+LoadVideo / VAE Encode / CLIP Text Encode would give; poses are synthetic POSE_KEYPOINT.
+"""
+import copy
+
+import pytest
+import torch
+
+from tests.comfy_pack import load_pack, pack_module
+from tests.test_nodes import synthetic_pose
+from tests.tiny_models import TEXT_WIDTH, tiny_controlnet, tiny_unet
+
+TRAIN_FRAMES, TARGET_FRAMES, SIZE = 4, 3, 64
+
+
+def run(name, *args, **kwargs):
+    cls = load_pack().NODE_CLASS_MAPPINGS[name]
+    out = getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+    return out.get("result", ()) if isinstance(out, dict) else out
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tiny_unet().save_pretrained(root / "diffusers" / "tiny-sd15" / "unet")
+    tiny_controlnet().save_pretrained(root / "controlnet" / "tiny-openpose")
+    return root
+
+
+@pytest.fixture
+def models(models_dir, monkeypatch):
+    monkeypatch.setenv("POSECRAFTER_MODELS_DIR", str(models_dir))
+    return models_dir
+
+
+def conditioning(seed):
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 77, TEXT_WIDTH, generator=generator), {"pooled_output": torch.zeros(1, TEXT_WIDTH)}]]
+
+
+def trainable(handle):
+    return {k: v.clone() for k, v in handle.trainable.items()}
+
+
+def test_workflow_a_chain(models):
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.rand(TRAIN_FRAMES, SIZE, SIZE, 3, generator=generator)
+    latent = {"samples": torch.randn(TRAIN_FRAMES, 4, SIZE // 8, SIZE // 8, generator=generator)}
+    training_pose = synthetic_pose(TRAIN_FRAMES, SIZE, SIZE, shift=2.0)
+    target_pose = synthetic_pose(TARGET_FRAMES, SIZE, SIZE, shift=3.0)
+    source, target = conditioning(1), conditioning(2)
+    inputs_before = copy.deepcopy((frames, latent, training_pose, target_pose, source))
+
+    spec = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterModelLoader"].INPUT_TYPES()["required"]
+    assert "diffusers/tiny-sd15" in spec["checkpoint"][0] and "tiny-openpose" in spec["controlnet"][0]
+    (base,) = run("PoseCrafterModelLoader", "diffusers/tiny-sd15", "tiny-openpose", "fp32")
+    base_weights = trainable(base)
+
+    tuned, loss_curve = run("PoseCrafterOneShotTuner", base, latent, training_pose, source, 3, 0.0, "clean", 0, False)
+    assert loss_curve.shape == (1, 360, 640, 3)
+    assert tuned.info["steps"] == 3 and tuned.info["frames"] == TRAIN_FRAMES
+    changed = [k for k in base_weights if not torch.equal(base_weights[k], tuned.trainable[k])]
+    assert changed, "tuning changed no trainable tensor"
+    assert all(torch.equal(base_weights[k], base.trainable[k]) for k in base_weights), "tuning modified its input"
+
+    run("PoseCrafterSaveTuned", tuned, "my run")
+    assert (models / "posecrafter" / "my_run.safetensors").is_file()
+    assert load_pack().NODE_CLASS_MAPPINGS["PoseCrafterLoadTuned"].INPUT_TYPES()["required"]["tuned_weights"][0] == ["my_run.safetensors"]
+    (reloaded,) = run("PoseCrafterLoadTuned", base, "my_run.safetensors")
+    assert all(torch.equal(reloaded.trainable[k], tuned.trainable[k]) for k in changed)
+
+    ref_latent, ref_image, ref_pose, index, _ = run(
+        "PoseCrafterReferenceFrameSelector", frames, latent, training_pose, target_pose
+    )
+    (poses,) = run("PoseCrafterPoseInserter", target_pose, ref_pose, 0)
+    (inversion,) = run("PoseCrafterDDIMInverter", tuned, ref_latent, ref_pose, source, 4)
+    assert inversion.latents.shape == (5, 4, SIZE // 8, SIZE // 8)
+    torch.testing.assert_close(inversion.latents[0], latent["samples"][index])
+    edited, report = run("PoseCrafterLatentEditor", inversion, poses, True, True, 1)
+    assert edited["samples"].shape == (TARGET_FRAMES + 1, 4, SIZE // 8, SIZE // 8)
+    assert torch.equal(edited["samples"][0], inversion.final[0]), "the inserted frame is not edited"
+    assert report.count("\n") == TARGET_FRAMES and "face edited" in report
+
+    (out,) = run("PoseCrafterTemporalSampler", tuned, edited, poses, target, 4, 1.0, 1.0, 0, 4, True)
+    assert out["samples"].shape == (TARGET_FRAMES, 4, SIZE // 8, SIZE // 8)
+    assert torch.isfinite(out["samples"]).all()
+    (again,) = run("PoseCrafterTemporalSampler", reloaded, edited, poses, target, 4, 1.0, 1.0, 0, 4, True)
+    torch.testing.assert_close(again["samples"], out["samples"], rtol=0, atol=1e-5)
+    (untuned,) = run("PoseCrafterTemporalSampler", base, edited, poses, target, 4, 1.0, 1.0, 0, 4, True)
+    assert not torch.allclose(untuned["samples"], out["samples"]), "the sampler ignored the tuned weights"
+    (with_ref,) = run("PoseCrafterTemporalSampler", tuned, edited, poses, target, 4, 1.0, 1.0, 0, 4, False)
+    assert torch.equal(with_ref["samples"][1:], out["samples"])
+
+    # nothing upstream was modified in place (ComfyUI caches and shares node outputs)
+    for before, after in zip(inputs_before, (frames, latent, training_pose, target_pose, source)):
+        if isinstance(before, torch.Tensor):
+            assert torch.equal(before, after)
+        elif isinstance(before, dict):
+            assert torch.equal(before["samples"], after["samples"])
+        elif isinstance(before[0], dict):
+            assert before == after
+        else:
+            assert torch.equal(before[0][0], after[0][0])
+
+
+def test_sampler_windows_cfg_and_late_edit(models):
+    (model,) = run("PoseCrafterModelLoader", "diffusers/tiny-sd15", "tiny-openpose", "fp32")
+    target_pose = synthetic_pose(5, SIZE, SIZE, shift=3.0)
+    ref_pose = synthetic_pose(1, SIZE, SIZE)
+    ref_latent = {"samples": torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(3))}
+    (poses,) = run("PoseCrafterPoseInserter", target_pose, ref_pose, 1)
+    (inversion,) = run("PoseCrafterDDIMInverter", model, ref_latent, ref_pose, conditioning(1), 3)
+
+    early, _ = run("PoseCrafterLatentEditor", inversion, poses, True, True, 1)
+    late, report = run("PoseCrafterLatentEditor", inversion, poses, True, False, 2)
+    assert torch.equal(late["samples"], inversion.final.repeat(6, 1, 1, 1)), "alpha > 1 starts from unedited copies"
+    assert "left hand skipped: turned off" in report
+    args = (poses, conditioning(2), 3, 1.0, 1.0)
+    (plain,) = run("PoseCrafterTemporalSampler", model, early, *args, 0, 4, True)
+    (edited_late,) = run("PoseCrafterTemporalSampler", model, late, *args, 0, 4, True)
+    assert not torch.allclose(plain["samples"], edited_late["samples"])
+    (windowed,) = run("PoseCrafterTemporalSampler", model, early, *args, 3, 1, True)
+    assert windowed["samples"].shape == plain["samples"].shape and torch.isfinite(windowed["samples"]).all()
+    (one_window,) = run("PoseCrafterTemporalSampler", model, early, *args, 6, 1, True)
+    torch.testing.assert_close(one_window["samples"], plain["samples"], rtol=0, atol=1e-6)
+
+    with pytest.raises(ValueError, match="cfg > 1 needs a 'negative'"):
+        run("PoseCrafterTemporalSampler", model, early, poses, conditioning(2), 3, 3.0, 1.0, 0, 4, True)
+    (guided,) = run("PoseCrafterTemporalSampler", model, early, poses, conditioning(2), 3, 3.0, 1.0, 0, 4, True,
+                    negative=conditioning(4))
+    assert not torch.allclose(guided["samples"], plain["samples"])
+    with pytest.raises(ValueError, match="'pose' has 5 frames but 'latent' has 6"):
+        run("PoseCrafterTemporalSampler", model, early, target_pose, conditioning(2), 3, 1.0, 1.0, 0, 4, True)
+    with pytest.raises(ValueError, match="no inserted reference frame"):
+        run("PoseCrafterLatentEditor", inversion, target_pose, True, True, 1)
+    with pytest.raises(ValueError, match="'conditioning' has text embeddings of shape"):
+        run("PoseCrafterDDIMInverter", model, ref_latent, ref_pose, [[torch.randn(1, 77, 768), {}]], 3)
+
+
+def test_dwpose_node_reports_frames_without_a_person(monkeypatch, tmp_path):
+    pose = pack_module("posecrafter.pose")
+    dwpose = pack_module("posecrafter.dwpose")
+    poses = pose.from_pose_keypoint(synthetic_pose(3, SIZE, SIZE))
+    empty = pose.PoseSequence(poses.points, poses.scores * [[1], [0], [1]], SIZE, SIZE)
+
+    class FakeExtractor:
+        def extract(self, images, callback=None, fill_gaps=False):
+            for done in range(1, len(images) + 1):
+                callback(done, len(images))
+            filled = pose.interpolate_empty_frames(empty) if fill_gaps else empty
+            return dwpose.Extraction(poses=filled, missing_frames=[1], provider="CPUExecutionProvider")
+
+    monkeypatch.setattr(pack_module("nodes.pose_nodes"), "_extractor", lambda dirs: FakeExtractor())
+    images = torch.rand(3, SIZE, SIZE, 3)
+    with pytest.raises(ValueError, match="no person detected in frame\\(s\\) 1 of 3.*fill_gaps"):
+        run("PoseCrafterDWPoseExtractor", images, False)
+    keypoints, skeleton = run("PoseCrafterDWPoseExtractor", images, True)
+    assert len(keypoints) == 3 and all(frame["people"] for frame in keypoints)
+    assert skeleton.shape == (3, SIZE, SIZE, 3)
