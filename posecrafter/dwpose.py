@@ -209,7 +209,7 @@ def _check_detector(session, path: Path) -> None:
         and len(outputs) == 1 and _matches(outputs[0].shape, [None, anchors, 5 + DETECTOR_CLASSES])
     ):
         raise ValueError(
-            f"{DETECTOR_FILE}: {path} is not the YOLOX-L detector (expected input images [1, 3, {DETECTOR_SIZE}, "
+            f"{DETECTOR_FILE}: {path} is not the YOLOX-L detector (expected input 'images' [1, 3, {DETECTOR_SIZE}, "
             f"{DETECTOR_SIZE}] and output [1, {anchors}, {5 + DETECTOR_CLASSES}]; got inputs {_describe(inputs)}, "
             f"outputs {_describe(outputs)}); replace it with {DETECTOR_FILE} from {MODEL_SOURCE}"
         )
@@ -222,15 +222,15 @@ def _check_pose_model(session, path: Path) -> tuple[int, int]:
     height, width = (shape[2], shape[3]) if len(shape) == 4 else (None, None)
     named = {o.name: o.shape for o in outputs}
     valid = (
-        inputs[0].name == "input" and isinstance(width, int) and isinstance(height, int)
+        len(inputs) == 1 and inputs[0].name == "input" and isinstance(width, int) and isinstance(height, int)
         and _matches(shape, [None, 3, height, width]) and set(named) == {"simcc_x", "simcc_y"}
         and _matches(named["simcc_x"], [None, WHOLEBODY_POINTS, width * SIMCC_SPLIT_RATIO])
         and _matches(named["simcc_y"], [None, WHOLEBODY_POINTS, height * SIMCC_SPLIT_RATIO])
     )
     if not valid:
         raise ValueError(
-            f"{POSE_MODEL_FILE}: {path} is not the DWPose whole-body model (expected input input [1, 3, 384, 288] "
-            f"and outputs simcc_x [1, 133, 576], simcc_y [1, 133, 768]; got inputs {_describe(inputs)}, "
+            f"{POSE_MODEL_FILE}: {path} is not the DWPose whole-body model (expected input 'input' [1, 3, 384, 288] "
+            f"and outputs 'simcc_x' [1, 133, 576], 'simcc_y' [1, 133, 768]; got inputs {_describe(inputs)}, "
             f"outputs {_describe(outputs)}); replace it with {POSE_MODEL_FILE} from {MODEL_SOURCE}"
         )
     return width, height

@@ -124,7 +124,8 @@ def plan_latent_edits(poses: PoseSequence, latent_height: int, latent_width: int
     return LatentEditPlan(latent_height, latent_width, k, tuple(frames))
 
 
-def _plan_part(name, source, target, min_points, latent_height, latent_width) -> PartEdit:
+def _plan_part(name: str, source: np.ndarray, target: np.ndarray, min_points: int, latent_height: int,
+               latent_width: int) -> PartEdit:
     if len(source) < min_points:
         return PartEdit(name, skip_reason=f"{len(source)} common visible landmarks, need at least {min_points}")
     affine, reason = fit_affine(source, target)
@@ -141,11 +142,12 @@ def _plan_part(name, source, target, min_points, latent_height, latent_width) ->
 
 def warp_reference_latent(reference_latent: torch.Tensor, affines: torch.Tensor) -> torch.Tensor:
     """Z~(q) = Z_ref(A^-1 q) for each A (spec 5.4.3): [C, h, w] and [n, 2, 3] -> [n, C, h, w].
-    Bilinear, replicate border, pixel-centre coordinates (as cv2.warpAffine with the forward matrix);
-    computed in float64 so that an identity warp returns the latent unchanged."""
+    Bilinear, replicate border, pixel-centre coordinates (as cv2.warpAffine with the forward matrix).
+    Computed on the CPU in float64 (latents are small; every device supports it there), so an
+    identity warp returns the latent unchanged."""
     channels, height, width = reference_latent.shape
-    source = reference_latent.double().unsqueeze(0).expand(len(affines), channels, height, width)
-    return warp_affine(source, affines.double(), (height, width), mode="bilinear", padding_mode="border",
+    source = reference_latent.detach().cpu().double().unsqueeze(0).expand(len(affines), channels, height, width)
+    return warp_affine(source, affines.cpu().double(), (height, width), mode="bilinear", padding_mode="border",
                        align_corners=True)
 
 
@@ -176,7 +178,7 @@ def apply_latent_edits(reference_latent: torch.Tensor, latents: torch.Tensor, pl
     edited = latents.clone()
     if not edits:
         return edited
-    affines = torch.tensor(np.stack([edit.affine for _, edit in edits]), device=reference_latent.device)
+    affines = torch.from_numpy(np.stack([edit.affine for _, edit in edits]))
     warped = warp_reference_latent(reference_latent, affines).to(dtype=latents.dtype, device=latents.device)
     for (f, edit), patch in zip(edits, warped):
         x0, y0, x1, y1 = edit.box

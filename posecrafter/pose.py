@@ -207,6 +207,8 @@ def _canvas_size(frame: dict, f: int) -> tuple[int, int]:
 
 
 def _read_person(person: dict, f: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(person, dict):
+        raise ValueError(f"pose_keypoint[{f}].people: expected person dicts, got {type(person).__name__}")
     points = np.zeros((NUM_POINTS, 2))
     scores = np.zeros(NUM_POINTS)
     for key, part, count in _KEYPOINT_PARTS:
