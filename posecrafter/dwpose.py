@@ -100,7 +100,8 @@ def non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray) -> list[int]:
     return kept
 
 
-def pose_crop(frame: np.ndarray, box: np.ndarray, input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pose_crop(frame: np.ndarray, box: np.ndarray,
+              input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pose model input (spec 7.3): the box padded by 1.25, its short side widened to the input's aspect
     ratio, warped to input_size = (width, height) with INTER_LINEAR and a black border, then normalised
     with the ImageNet mean/std in RGB order. Returns the input [3, h, w] float32, the crop centre and
@@ -246,7 +247,9 @@ def as_frame_batch(frames):
             )
         frames = torch.stack([torch.as_tensor(f) for f in frames]) if frames else np.zeros((0, 1, 1, 3))
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames: expected an IMAGE batch [B, H, W, 3] of RGB floats in 0..1, got {list(frames.shape)}")
+        raise ValueError(
+            f"frames: expected an IMAGE batch [B, H, W, 3] of RGB floats in 0..1, got {list(frames.shape)}"
+        )
     if frames.shape[0] == 0:
         raise ValueError("frames: zero frames; pass at least one image")
     return frames

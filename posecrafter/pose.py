@@ -160,7 +160,9 @@ def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
     first are rescaled onto the first frame's canvas.
     """
     if isinstance(pose_keypoint, dict):
-        raise ValueError("pose_keypoint: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list")
+        raise ValueError(
+            "pose_keypoint: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list"
+        )
     if not isinstance(pose_keypoint, (list, tuple)) or len(pose_keypoint) == 0:
         raise ValueError("pose_keypoint: expected a non-empty list of frame dicts (POSE_KEYPOINT), got zero frames")
 
