@@ -95,12 +95,14 @@ class ModelLoader:
         return True
 
     def load(self, checkpoint, controlnet, dtype):
-        model = pc_model.PoseCrafterModel.from_files(
-            _checkpoint_path(checkpoint),
-            _resolve(["controlnet"], controlnet, "ControlNet"),
-            dtype=DTYPES[dtype],
-            device=_comfy.offload_device(),
-        )
+        # ComfyUI runs nodes under inference_mode; weights made there could never be tuned.
+        with torch.inference_mode(False):
+            model = pc_model.PoseCrafterModel.from_files(
+                _checkpoint_path(checkpoint),
+                _resolve(["controlnet"], controlnet, "ControlNet"),
+                dtype=DTYPES[dtype],
+                device=_comfy.offload_device(),
+            )
         return (ModelHandle.untuned(model, {"base": checkpoint, "controlnet": controlnet}),)
 
 
@@ -240,6 +242,12 @@ class LoadTuned:
         if tuned_weights is not None and _comfy.find_model("posecrafter", tuned_weights) is None:
             return _comfy.missing_model_message("posecrafter", tuned_weights, "tuned weights")
         return True
+
+    @classmethod
+    def IS_CHANGED(cls, tuned_weights=None, **_):
+        # Save Tuned may overwrite a file of the same name: reload when the file changes.
+        path = tuned_weights and _comfy.find_model("posecrafter", tuned_weights)
+        return os.path.getmtime(path) if path else ""
 
     def load(self, model, tuned_weights):
         path = _resolve(["posecrafter"], tuned_weights, "tuned weights")

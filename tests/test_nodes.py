@@ -195,3 +195,16 @@ def test_requirements_and_pyproject_list_the_same_dependencies():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert requirements == {d.replace(" ", "") for d in project}
     assert not any(r.startswith("torch") for r in requirements), "ComfyUI owns the torch install"
+
+
+def test_load_tuned_reruns_when_the_file_changes(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("POSECRAFTER_MODELS_DIR", str(tmp_path))
+    (tmp_path / "posecrafter").mkdir()
+    weights = tmp_path / "posecrafter" / "run.safetensors"
+    weights.write_bytes(b"")
+    load_tuned = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterLoadTuned"]
+    first = load_tuned.IS_CHANGED(tuned_weights="run.safetensors")
+    os.utime(weights, (first + 10, first + 10))
+    assert load_tuned.IS_CHANGED(tuned_weights="run.safetensors") == first + 10

@@ -17,8 +17,10 @@ TRAIN_FRAMES, TARGET_FRAMES, SIZE = 4, 3, 64
 
 
 def run(name, *args, **kwargs):
+    """Run a node the way ComfyUI's executor does: under torch.inference_mode()."""
     cls = load_pack().NODE_CLASS_MAPPINGS[name]
-    out = getattr(cls(), cls.FUNCTION)(*args, **kwargs)
+    with torch.inference_mode():
+        out = getattr(cls(), cls.FUNCTION)(*args, **kwargs)
     return out.get("result", ()) if isinstance(out, dict) else out
 
 
