@@ -127,8 +127,10 @@ def _check_sd15_config(config: dict, source: str):
         raise ValueError(f"{source} looks like an SD2.x model; PoseCrafter needs an SD1.5 model")
 
 
-def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> UNet2DConditionModel:
-    """The SD1.5 UNet from a single-file checkpoint (LDM layout) or a diffusers folder."""
+def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
+              config_dir: str | os.PathLike = SD15_UNET_CONFIG) -> UNet2DConditionModel:
+    """The SD1.5 UNet from a single-file checkpoint (LDM layout, read with the config in ``config_dir``:
+    the shipped SD1.5 one by default) or a diffusers folder (which carries its own config)."""
     path = Path(path)
     if path.is_dir():
         folder = _diffusers_folder(path, "unet")
@@ -141,7 +143,7 @@ def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> UNe
         return _load_diffusers_folder(folder, UNet2DConditionModel, dtype, device)
     state = read_state_dict(path)
     looks_like = _describe_unet_checkpoint(state)
-    config = UNet2DConditionModel.load_config(str(SD15_UNET_CONFIG))
+    config = UNet2DConditionModel.load_config(str(config_dir))
     if looks_like == "neither an SD1.5 LDM checkpoint nor a diffusers UNet" and "conv_in.weight" in state:
         converted = state  # a diffusers-layout UNet saved as one file
     elif looks_like is not None:
@@ -157,8 +159,10 @@ def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> UNe
     return _strict_load(_build_on_meta(UNet2DConditionModel, config), converted, path.name, dtype, device)
 
 
-def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu") -> ControlNetModel:
-    """The OpenPose ControlNet v1.1 from its original file (with or without prefix) or a diffusers folder."""
+def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
+                    config_dir: str | os.PathLike = OPENPOSE_CONTROLNET_CONFIG) -> ControlNetModel:
+    """The OpenPose ControlNet v1.1 from its original file (with or without the ``control_model.`` prefix,
+    read with the config in ``config_dir``) or a diffusers folder."""
     path = Path(path)
     if path.is_dir():
         folder = _diffusers_folder(path, "controlnet")
@@ -177,13 +181,13 @@ def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu") 
     hint_key = next((k for k in state if k.endswith("input_hint_block.0.weight")), None)
     if hint_key is None and "controlnet_cond_embedding.conv_in.weight" not in state:
         raise ValueError(f"{path.name} is not a ControlNet checkpoint (no hint encoder found)")
+    config = ControlNetModel.load_config(str(config_dir))
     cross = next((v for k, v in state.items() if k.endswith("transformer_blocks.0.attn2.to_k.weight")), None)
-    if cross is not None and cross.shape[1] != 768:
+    if cross is not None and cross.shape[1] != config["cross_attention_dim"]:
         raise ValueError(
-            f"{path.name} is a ControlNet for a model with {cross.shape[1]}-wide text embeddings (SD2.x); "
+            f"{path.name} is a ControlNet for a model with {cross.shape[1]}-wide text embeddings (SD2.x uses 1024); "
             "PoseCrafter needs the SD1.5 OpenPose ControlNet"
         )
-    config = ControlNetModel.load_config(str(OPENPOSE_CONTROLNET_CONFIG))
     if hint_key is not None:
         ldm_count = len(state)
         state = {
