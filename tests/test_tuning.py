@@ -174,3 +174,20 @@ def test_tuning_refuses_bad_options():
         tune(model, latents, poses, text, steps=1, update_rule="adam")
     with pytest.raises(ValueError, match="fp32"):
         tune(model.to(torch.bfloat16), latents, poses, text, steps=1)
+
+
+@pytest.mark.parametrize("update_rule", ["paper", "clean"])
+def test_gradient_checkpointing_gives_the_same_update(update_rule):
+    latents, poses, text = video_inputs(4, seed=6)
+    results = []
+    for checkpointing in (False, True):
+        model = _model()
+        active = []
+        tune(model, latents, poses, text, steps=2, update_rule=update_rule, lr=1e-3, seed=2,
+             gradient_checkpointing=checkpointing,
+             callback=lambda step, loss: active.append(model.unet.is_gradient_checkpointing))
+        assert active == [checkpointing] * 2
+        results.append(model.trainable_parameters())
+        assert not model.unet.is_gradient_checkpointing
+    for name, param in results[0].items():
+        assert torch.allclose(param, results[1][name], atol=1e-6), name
