@@ -191,3 +191,12 @@ def test_gradient_checkpointing_gives_the_same_update(update_rule):
         assert not model.unet.is_gradient_checkpointing
     for name, param in results[0].items():
         assert torch.allclose(param, results[1][name], atol=1e-6), name
+
+
+def test_a_safetensors_file_that_is_not_tuned_weights_is_refused(base_folders):
+    model = PoseCrafterModel.from_files(base_folders / "base_a", base_folders / "controlnet")
+    with pytest.raises(ValueError, match="diffusion_pytorch_model.safetensors is not a PoseCrafter tuned-weights file"):
+        load_tuned(model, base_folders / "base_a" / "diffusion_pytorch_model.safetensors")
+    (base_folders / "garbage.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="garbage.safetensors is not a readable safetensors file"):
+        load_tuned(model, base_folders / "garbage.safetensors")
