@@ -33,9 +33,9 @@ class ModelHandle:
     def untuned(cls, model, info):
         return cls(model, _trainable_copy(model), info)
 
-    def derived(self, model, **info):
-        """A new handle holding the model's current trainable tensors, with extra info."""
-        return ModelHandle(model, _trainable_copy(model), {**self.info, **info})
+    def derived(self, **info):
+        """A new handle holding the shared model's current trainable tensors, with extra info."""
+        return ModelHandle(self.model, _trainable_copy(self.model), {**self.info, **info})
 
     def activate(self, device):
         """Put this handle's trainable tensors into the shared model and move it to `device`."""
@@ -50,12 +50,11 @@ def _trainable_copy(model):
     return {name: p.detach().to("cpu", copy=True) for name, p in model.trainable_parameters().items()}
 
 
-def _resolve(kind_names, name, what):
-    for kind in kind_names:
-        path = _comfy.find_model(kind, name)
-        if path is not None:
-            return path
-    raise ValueError(_comfy.missing_model_message(kind_names[0], name, what))
+def _resolve(kind, name, what):
+    path = _comfy.find_model(kind, name)
+    if path is None:
+        raise ValueError(_comfy.missing_model_message(kind, name, what))
+    return path
 
 
 class ModelLoader:
@@ -99,7 +98,7 @@ class ModelLoader:
         with torch.inference_mode(False):
             model = pc_model.PoseCrafterModel.from_files(
                 _checkpoint_path(checkpoint),
-                _resolve(["controlnet"], controlnet, "ControlNet"),
+                _resolve("controlnet", controlnet, "ControlNet"),
                 dtype=DTYPES[dtype],
                 device=_comfy.offload_device(),
             )
@@ -170,7 +169,7 @@ class OneShotTuner:
                     gradient_checkpointing=gradient_checkpointing,
                     callback=callback,
                 )
-            tuned = model.derived(module, frames=frames, steps=result.steps, lr=result.lr, update_rule=update_rule, seed=seed)
+            tuned = model.derived(frames=frames, steps=result.steps, lr=result.lr, update_rule=update_rule, seed=seed)
         finally:
             progress.close()
             module.to(_comfy.offload_device())
@@ -250,11 +249,11 @@ class LoadTuned:
         return os.path.getmtime(path) if path else ""
 
     def load(self, model, tuned_weights):
-        path = _resolve(["posecrafter"], tuned_weights, "tuned weights")
+        path = _resolve("posecrafter", tuned_weights, "tuned weights")
         module = model.activate(_comfy.offload_device())
         try:
             metadata = tuning.load_tuned(module, path)
-            tuned = model.derived(module, **metadata, tuned_weights=tuned_weights)
+            tuned = model.derived(**metadata, tuned_weights=tuned_weights)
         finally:
             model.activate(_comfy.offload_device())
         return (tuned,)
