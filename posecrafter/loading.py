@@ -59,21 +59,26 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def _describe_unet_checkpoint(state: dict[str, torch.Tensor]) -> str | None:
-    """Return what a non-SD1.5 checkpoint looks like, or None when it looks like SD1.5."""
+def _unet_layout(state: dict[str, torch.Tensor], name: str) -> str:
+    """``"ldm"`` for an original SD1.5 checkpoint, ``"diffusers"`` for a diffusers UNet saved as one file;
+    a ValueError saying what the file looks like otherwise."""
     keys = state.keys()
     if any(k.startswith("conditioner.embedders.") or k.startswith(_LDM_UNET_PREFIX + "label_emb") for k in keys):
-        return "an SDXL checkpoint"
-    if any(k.startswith(("double_blocks.", "model.diffusion_model.double_blocks.", "joint_blocks.")) for k in keys):
-        return "a Flux or SD3 checkpoint"
-    cross = state.get(_LDM_UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
-    if cross is not None and cross.shape[1] == 1024:
-        return "an SD2.x checkpoint"
-    if not any(k.startswith(_LDM_UNET_PREFIX) for k in keys):
-        if any(k.startswith(_LDM_CONTROLNET_PREFIX) or k.startswith("input_hint_block.") for k in keys):
-            return "a ControlNet, not a base model"
-        return "neither an SD1.5 LDM checkpoint nor a diffusers UNet"
-    return None
+        looks_like = "an SDXL checkpoint"
+    elif any(k.startswith(("double_blocks.", _LDM_UNET_PREFIX + "double_blocks.", "joint_blocks.")) for k in keys):
+        looks_like = "a Flux or SD3 checkpoint"
+    elif any(k.startswith(_LDM_CONTROLNET_PREFIX) or k.startswith("input_hint_block.") for k in keys):
+        looks_like = "a ControlNet, not a base model"
+    elif any(k.startswith(_LDM_UNET_PREFIX) for k in keys):
+        cross = state.get(_LDM_UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
+        if cross is None or cross.shape[1] != 1024:
+            return "ldm"
+        looks_like = "an SD2.x checkpoint"
+    elif "conv_in.weight" in keys and "time_embedding.linear_1.weight" in keys:
+        return "diffusers"
+    else:
+        looks_like = "neither an SD1.5 checkpoint nor a diffusers UNet"
+    raise ValueError(f"{name} looks like {looks_like}; PoseCrafter needs an SD1.5 checkpoint")
 
 
 def _strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, dtype, device):
@@ -113,18 +118,25 @@ def _diffusers_folder(path: Path, subfolder: str) -> Path | None:
     return None
 
 
-def _load_diffusers_folder(folder: Path, model_class, dtype, device):
-    config = model_class.load_config(str(folder))
-    weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
-    model = _build_on_meta(model_class, config)
-    return _strict_load(model, read_state_dict(weights), f"{weights}", dtype, device)
-
-
 def _check_sd15_config(config: dict, source: str):
     if config.get("addition_embed_type") == "text_time":
         raise ValueError(f"{source} looks like an SDXL model; PoseCrafter needs an SD1.5 model")
     if config.get("cross_attention_dim") == 1024:
         raise ValueError(f"{source} looks like an SD2.x model; PoseCrafter needs an SD1.5 model")
+
+
+def _load_folder(path: Path, subfolder: str, model_class, dtype, device):
+    """A diffusers-format model (config.json + weights) from ``path`` or ``path/subfolder``."""
+    folder = _diffusers_folder(path, subfolder)
+    if folder is None:
+        raise ValueError(
+            f"{path} is not a diffusers model folder: it needs config.json and "
+            f"diffusion_pytorch_model.safetensors (directly or in a {subfolder}/ subfolder)"
+        )
+    config = model_class.load_config(str(folder))
+    _check_sd15_config(config, str(path))
+    weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
+    return _strict_load(_build_on_meta(model_class, config), read_state_dict(weights), str(weights), dtype, device)
 
 
 def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
@@ -133,30 +145,18 @@ def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
     the shipped SD1.5 one by default) or a diffusers folder (which carries its own config)."""
     path = Path(path)
     if path.is_dir():
-        folder = _diffusers_folder(path, "unet")
-        if folder is None:
-            raise ValueError(
-                f"{path} is not a diffusers model folder: it needs config.json and "
-                "diffusion_pytorch_model.safetensors (directly or in a unet/ subfolder)"
-            )
-        _check_sd15_config(UNet2DConditionModel.load_config(str(folder)), str(path))
-        return _load_diffusers_folder(folder, UNet2DConditionModel, dtype, device)
+        return _load_folder(path, "unet", UNet2DConditionModel, dtype, device)
     state = read_state_dict(path)
-    looks_like = _describe_unet_checkpoint(state)
     config = UNet2DConditionModel.load_config(str(config_dir))
-    if looks_like == "neither an SD1.5 LDM checkpoint nor a diffusers UNet" and "conv_in.weight" in state:
-        converted = state  # a diffusers-layout UNet saved as one file
-    elif looks_like is not None:
-        raise ValueError(f"{path.name} looks like {looks_like}; PoseCrafter needs an SD1.5 checkpoint")
-    else:
+    if _unet_layout(state, path.name) == "ldm":
         ldm_count = sum(k.startswith(_LDM_UNET_PREFIX) for k in state)
-        converted = convert_ldm_unet_checkpoint(state, config)
-        if len(converted) != ldm_count:
+        state = convert_ldm_unet_checkpoint(state, config)
+        if len(state) != ldm_count:
             raise ValueError(
-                f"{path.name}: {ldm_count} UNet tensors in the file but {len(converted)} map to SD1.5; "
+                f"{path.name}: {ldm_count} UNet tensors in the file but {len(state)} map to SD1.5; "
                 "it is not a standard SD1.5 checkpoint"
             )
-    return _strict_load(_build_on_meta(UNet2DConditionModel, config), converted, path.name, dtype, device)
+    return _strict_load(_build_on_meta(UNet2DConditionModel, config), state, path.name, dtype, device)
 
 
 def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
@@ -165,14 +165,7 @@ def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
     read with the config in ``config_dir``) or a diffusers folder."""
     path = Path(path)
     if path.is_dir():
-        folder = _diffusers_folder(path, "controlnet")
-        if folder is None:
-            raise ValueError(
-                f"{path} is not a diffusers ControlNet folder: it needs config.json and "
-                "diffusion_pytorch_model.safetensors"
-            )
-        _check_sd15_config(ControlNetModel.load_config(str(folder)), str(path))
-        return _load_diffusers_folder(folder, ControlNetModel, dtype, device)
+        return _load_folder(path, "controlnet", ControlNetModel, dtype, device)
     state = read_state_dict(path)
     if any(k.startswith(_LDM_UNET_PREFIX) for k in state):
         raise ValueError(f"{path.name} looks like a base model checkpoint, not a ControlNet")

@@ -17,7 +17,6 @@ Two update rules (README, "Tuning: the update rule"):
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +69,6 @@ class TuneResult:
         """What save_tuned records about this run."""
         return {"frames": str(self.frames), "steps": str(self.steps), "lr": repr(self.lr),
                 "update_rule": self.update_rule}
-
-
-def copy_for_tuning(model: PoseCrafterModel) -> PoseCrafterModel:
-    """A copy whose trainable tensors are its own and whose frozen weights are shared with ``model``,
-    so tuning never changes the model it started from (and costs no second copy of the frozen weights)."""
-    trainable = {id(p) for p in model.trainable_parameters().values()}
-    shared = {id(p): p for p in model.parameters() if id(p) not in trainable}
-    return copy.deepcopy(model, memo=shared)
 
 
 class OneShotTuner:

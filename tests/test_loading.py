@@ -99,6 +99,13 @@ def test_diffusers_folders_load_and_inflate(tiny_files, tmp_path):
     assert (ours - _outputs(unet, controlnet)).abs().max() <= 1e-5
 
 
+def test_a_diffusers_unet_saved_as_one_file_loads(tiny_files):
+    path, unet, controlnet, unet_cfg, _ = tiny_files
+    save_file(unet.state_dict(), path / "unet_diffusers_layout.safetensors")
+    loaded = load_unet(path / "unet_diffusers_layout.safetensors", config_dir=unet_cfg)
+    assert torch.equal(_outputs(loaded, controlnet), _outputs(unet, controlnet))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dtype_is_the_callers_choice(tiny_files, dtype):
     path, _, _, unet_cfg, _ = tiny_files
