@@ -101,7 +101,7 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
     device = model.device
     scheduler = ddim_scheduler(steps)
     x = to_model_space(latents.to(device, torch.float32))
-    pose_images = pose_images.to(device)
+    # Pose images stay where the caller keeps them (3 MB a frame at 512 px): only a window's move to the device.
     prompt_embeds = prompt_embeds.to(device)
     negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
     windows = temporal_windows(frames, key_index, context_length, context_overlap)
@@ -114,7 +114,7 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
         coverage = torch.zeros(frames, 1, 1, 1, device=device)
         for window, weight in zip(windows, weights):
             noise[window] += weight * guided_noise(
-                model, x[window], timestep, pose_images[window], prompt_embeds, negative_embeds,
+                model, x[window], timestep, pose_images[window].to(device), prompt_embeds, negative_embeds,
                 guidance_scale, controlnet_scale, window.index(key_index),
             )
             coverage[window] += weight
