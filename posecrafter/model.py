@@ -37,6 +37,11 @@ def to_latent_space(latents: torch.Tensor) -> torch.Tensor:
 class PoseCrafterModel(nn.Module):
     """The inflated UNet and ControlNet (spec 1), sharing one :class:`FrameLayout`.
 
+    Precision: the frozen weights keep the dtype they were loaded in (fp32, fp16 or bf16) while the
+    trainable set is always fp32, so tuning updates and tuned-weight files are exact; with half-precision
+    frozen weights every forward pass runs under autocast in that dtype. Move the model with
+    ``.to(device)`` only.
+
     ``checkpoint_path`` / ``controlnet_path`` identify the base weights; tuned weights record their content
     hashes so they are never applied to another base.
     """
@@ -49,6 +54,8 @@ class PoseCrafterModel(nn.Module):
         inflate_controlnet(controlnet, self.layout)
         self.unet = unet
         self.controlnet = controlnet
+        for param in self.trainable_parameters().values():
+            param.data = param.data.float()
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.controlnet_path = Path(controlnet_path) if controlnet_path is not None else None
 
@@ -61,7 +68,8 @@ class PoseCrafterModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.unet.dtype
+        """The frozen weights' dtype (the trainable set is fp32)."""
+        return self.unet.conv_in.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -99,14 +107,15 @@ class PoseCrafterModel(nn.Module):
         dtype = self.dtype
         latents = latents.to(dtype)
         text = prompt_embeds.to(dtype).repeat_interleave(num_frames, dim=0)
-        down, mid = self.controlnet(
-            latents, timestep, encoder_hidden_states=text, controlnet_cond=pose_images.to(dtype),
-            conditioning_scale=controlnet_scale, return_dict=False,
-        )
-        return self.unet(
-            latents, timestep, encoder_hidden_states=text,
-            down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
-        )[0]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            down, mid = self.controlnet(
+                latents, timestep, encoder_hidden_states=text, controlnet_cond=pose_images.to(dtype),
+                conditioning_scale=controlnet_scale, return_dict=False,
+            )
+            return self.unet(
+                latents, timestep, encoder_hidden_states=text,
+                down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=False,
+            )[0]
 
 
 def check_video_inputs(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor,

@@ -9,9 +9,10 @@ Two update rules (README, "Tuning: the update rule"):
 - ``"paper"`` (default, lr 3e-3) reproduces the official ControlVideo code, whose clipping makes the paper's
   lr meaningful: the loss is scaled by S = 2**16 and back-propagated into *all* UNet and ControlNet weights;
   only the trainable gradients are unscaled and zeroed after each step, so the frozen gradients stay scaled
-  by S and accumulate; the global norm over all of them is clipped to 1.0, which shrinks the trainable
-  gradients by roughly 1 / (S * |g_frozen|) before AdamW. A non-finite trainable gradient skips the step
-  and halves S, as a GradScaler does. Frozen weights never change (they are not in the optimizer).
+  by S and accumulate (here in fp32 buffers, whatever the frozen weights' dtype); the global norm over all of
+  them is clipped to 1.0, which shrinks the trainable gradients by roughly 1 / (S * |g_frozen|) before AdamW.
+  A non-finite trainable gradient skips the step and halves S, as a GradScaler does. Frozen weights never
+  change (they are not in the optimizer).
 - ``"clean"`` (lr 3e-5, ControlVideo's own default) freezes everything else and clips the trainable
   gradients alone, as ordinary fine-tuning does.
 """
@@ -80,11 +81,6 @@ class OneShotTuner:
         check_video_inputs(model, latents, pose_images, prompt_embeds)
         if update_rule not in UPDATE_RULES:
             raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
-        if model.dtype != torch.float32:
-            raise ValueError(
-                f"tuning needs the model's weights in fp32 (loaded as {model.dtype}); mixed precision is applied "
-                "automatically on the GPU. Load the model with dtype fp32 for tuning."
-            )
         self.model = model
         self.update_rule = update_rule
         self.lr = DEFAULT_LR[update_rule] if lr is None else lr
@@ -96,13 +92,22 @@ class OneShotTuner:
         self.prompt_embeds = prompt_embeds.to(device, torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
         self.noise_schedule = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
-        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda")
+        # fp32 weights train under fp16 autocast on a GPU as the official code did; half weights bring their own.
+        self.autocast = torch.autocast(device.type, dtype=torch.float16,
+                                       enabled=device.type == "cuda" and model.dtype == torch.float32)
         self.grad_scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and update_rule == "clean")
         self.loss_scale = LOSS_SCALE
         self.skipped_steps = 0
 
         self.trainable = list(model.trainable_parameters().values())
-        model.requires_grad_(update_rule == "paper")  # "paper": gradients flow into every weight (spec 3)
+        trainable_ids = {id(p) for p in self.trainable}
+        frozen = [p for p in model.parameters() if id(p) not in trainable_ids]
+        self.frozen_grads: dict[torch.nn.Parameter, torch.Tensor] = {}  # "paper": fp32, S-scaled, accumulated
+        self._hooks = []
+        if update_rule == "paper":  # gradients flow into every weight (spec 3)
+            for param in frozen:
+                param.requires_grad_(True)
+                self._hooks.append(param.register_post_accumulate_grad_hook(self._accumulate_frozen_grad))
         for param in self.trainable:
             param.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(self.trainable, lr=self.lr, **ADAMW_OPTIONS)
@@ -142,6 +147,14 @@ class OneShotTuner:
             self._clean_update(loss)
         return loss.item()
 
+    def _accumulate_frozen_grad(self, param: torch.nn.Parameter) -> None:
+        """Move a frozen weight's new gradient into its fp32 accumulator (never zeroed, spec 3)."""
+        if param in self.frozen_grads:
+            self.frozen_grads[param].add_(param.grad)
+        else:
+            self.frozen_grads[param] = param.grad.float()
+        param.grad = None
+
     def _paper_update(self, loss: torch.Tensor) -> None:
         (loss * self.loss_scale).backward()
         grads = [p.grad for p in self.trainable if p.grad is not None]
@@ -151,7 +164,11 @@ class OneShotTuner:
             self.loss_scale /= 2
             self.skipped_steps += 1
         else:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), MAX_GRAD_NORM)
+            # Global-norm clip over the trainable and the (still S-scaled) frozen gradients together.
+            everything = grads + list(self.frozen_grads.values())
+            coefficient = torch.clamp(MAX_GRAD_NORM / (torch.nn.utils.get_total_norm(everything) + 1e-6), max=1.0)
+            for grad in everything:
+                grad.mul_(coefficient)
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)  # only the trainable gradients
 
@@ -165,6 +182,9 @@ class OneShotTuner:
 
     def close(self) -> None:
         """Drop every gradient buffer and return the model to frozen inference mode."""
+        for hook in self._hooks:
+            hook.remove()
+        self.frozen_grads.clear()
         for param in self.model.parameters():
             param.grad = None
         self.model.requires_grad_(False)

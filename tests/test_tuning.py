@@ -61,7 +61,8 @@ def test_paper_rule_matches_a_step_recomputed_by_hand():
     params = dict(model.named_parameters())
     state = {n: {k: v.clone() for k, v in tuner.optimizer.state[p].items()} for n, p in params.items()
              if n in trainable_names}
-    frozen_grads = {n: p.grad.clone() for n, p in params.items() if n not in trainable_names}
+    frozen_grads = {n: tuner.frozen_grads[p].clone() for n, p in params.items() if n not in trainable_names}
+    assert all(g.dtype == torch.float32 for g in frozen_grads.values())
     assert all(g.abs().sum() > 0 for g in frozen_grads.values() if g.numel() > 64)
 
     # By hand, on a copy: backward of S * loss on top of the accumulated frozen gradients.
@@ -158,8 +159,28 @@ def test_tuning_refuses_bad_options():
     latents, poses, text = video_inputs(2)
     with pytest.raises(ValueError, match="update_rule"):
         tune(model, latents, poses, text, steps=1, update_rule="adam")
-    with pytest.raises(ValueError, match="fp32"):
-        tune(model.to(torch.bfloat16), latents, poses, text, steps=1)
+    with pytest.raises(ValueError, match="lr must be positive"):
+        tune(model, latents, poses, text, steps=1, lr=-1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_frozen_weights_tune_with_fp32_trainable_tensors(dtype):
+    model = PoseCrafterModel(tiny_unet().to(dtype), tiny_controlnet().to(dtype))
+    assert model.dtype == dtype
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters().values())
+    frozen_before = {n: p.clone() for n, p in model.named_parameters() if n not in model.trainable_parameters()}
+    latents, poses, text = video_inputs(8, seed=1)
+    tuner = OneShotTuner(model, latents, poses, text, update_rule="paper", seed=0)
+    clips = _fixed_clips(latents)
+    before = _mean_loss(tuner, clips)
+    for _ in range(20):
+        tuner.step(tuner.sample_clip())
+    assert all(g.dtype == torch.float32 for g in tuner.frozen_grads.values()) and tuner.frozen_grads
+    after = _mean_loss(tuner, clips)
+    tuner.close()
+    assert after < before - 0.015, (before, after)
+    assert all(torch.equal(p, frozen_before[n]) for n, p in model.named_parameters() if n in frozen_before)
+    assert all(p.dtype == dtype for n, p in model.named_parameters() if n in frozen_before)
 
 
 @pytest.mark.parametrize("update_rule", ["paper", "clean"])
