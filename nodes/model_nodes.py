@@ -78,20 +78,21 @@ class ModelLoader:
             "required": {
                 "checkpoint": (checkpoints, {"tooltip": "SD1.5 checkpoint from models/checkpoints (a single .safetensors/.ckpt), or a diffusers folder from models/diffusers."}),
                 "controlnet": (_comfy.list_models("controlnet", folders=True), {"tooltip": "The OpenPose ControlNet v1.1 for SD1.5 (control_v11p_sd15_openpose) from models/controlnet."}),
-                "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Weight precision. Tuning needs fp32 (it uses mixed precision on the GPU by itself); fp16/bf16 halve the memory when only sampling with saved tuned weights."}),
+                "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Precision of the frozen weights (the tuned attention weights are always kept in fp32). fp16 or bf16 halve the memory for tuning and sampling on a GPU; keep fp32 on a CPU."}),
             }
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint=None, controlnet=None, dtype=None):
+    def VALIDATE_INPUTS(cls, checkpoint=None, controlnet=None):
+        # ComfyUI skips its own list check for the inputs named here (dtype keeps it), and reports a
+        # returned message once per input named here, so the message says which file is missing.
         # Linked (non-widget) values are not known at validation time and arrive as None.
+        problems = []
         if checkpoint is not None and _checkpoint_path(checkpoint) is None:
-            return _comfy.missing_model_message("checkpoints", checkpoint, "checkpoint")
+            problems.append(_comfy.missing_model_message("checkpoints", checkpoint, "checkpoint"))
         if controlnet is not None and _comfy.find_model("controlnet", controlnet) is None:
-            return _comfy.missing_model_message("controlnet", controlnet, "ControlNet")
-        if dtype is not None and dtype not in DTYPES:
-            return f"dtype must be one of {', '.join(DTYPES)}"
-        return True
+            problems.append(_comfy.missing_model_message("controlnet", controlnet, "ControlNet"))
+        return "; ".join(problems) or True
 
     def load(self, checkpoint, controlnet, dtype):
         # ComfyUI runs nodes under inference_mode; weights made there could never be tuned.
