@@ -30,7 +30,9 @@ class DWPoseExtractor:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls):
+    def VALIDATE_INPUTS(cls, images=None):
+        # ComfyUI reports a message only against the inputs this signature names: with none named, a
+        # missing model file would pass validation and fail only when the node runs.
         for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
             try:
                 dwpose.find_model_file(name, _comfy.dwpose_dirs())

@@ -66,14 +66,40 @@ def apply_setting(prompt, setting):
     prompt[node_id]["inputs"][name] = value
 
 
+def describe_node_errors(node_errors, prompt):
+    lines = []
+    for node_id, entry in node_errors.items():
+        title = prompt.get(node_id, {}).get("_meta", {}).get("title") or entry.get("class_type", "")
+        for error in entry.get("errors", []):
+            text = error.get("details") or error.get("message") if isinstance(error, dict) else str(error)
+            lines.append(f"node {node_id} ({title}): {text}")
+    return "\n".join(lines)
+
+
 def submit(server, prompt):
     body = json.dumps({"prompt": prompt, "client_id": uuid.uuid4().hex}).encode()
     try:
         reply = request(server, "/prompt", body, {"Content-Type": "application/json"})
     except urllib.error.HTTPError as err:
         detail = err.read().decode(errors="replace")
+        try:
+            detail = describe_node_errors(json.loads(detail).get("node_errors") or {}, prompt) or detail
+        except (ValueError, AttributeError):
+            pass
         raise SystemExit(f"ComfyUI refused the workflow ({err.code}):\n{detail}") from None
-    return json.loads(reply)["prompt_id"]
+    reply = json.loads(reply)
+    if reply.get("node_errors"):
+        # ComfyUI queues a prompt as long as one output node is valid (e.g. a pose preview) and skips
+        # the outputs behind the failing nodes: take the partial run back off the queue and stop.
+        cancel = json.dumps({"delete": [reply["prompt_id"]]}).encode()
+        request(server, "/queue", cancel, {"Content-Type": "application/json"})
+        stop = json.dumps({"prompt_id": reply["prompt_id"]}).encode()
+        request(server, "/interrupt", stop, {"Content-Type": "application/json"})
+        raise SystemExit(
+            "ComfyUI rejected part of the workflow (the run was cancelled):\n"
+            + describe_node_errors(reply["node_errors"], prompt)
+        )
+    return reply["prompt_id"]
 
 
 def wait(server, prompt_id, timeout):

@@ -151,10 +151,12 @@ def test_validate_inputs_name_the_folders(tmp_path, monkeypatch):
     (tmp_path / "checkpoints" / "sd15.safetensors").write_bytes(b"")
     loader = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterModelLoader"]
     assert loader.INPUT_TYPES()["required"]["checkpoint"][0] == ["sd15.safetensors"]
-    message = loader.VALIDATE_INPUTS(checkpoint="sd15.safetensors", controlnet="openpose.pth", dtype="auto")
+    message = loader.VALIDATE_INPUTS(checkpoint="sd15.safetensors", controlnet="openpose.pth")
     assert "ControlNet 'openpose.pth' not found in models/controlnet" in message
-    assert str(tmp_path / "controlnet") in message
+    assert str(tmp_path / "controlnet") in message and "checkpoint" not in message
     assert "not found in models/checkpoints" in loader.VALIDATE_INPUTS(checkpoint="other.safetensors")
+    both = loader.VALIDATE_INPUTS(checkpoint="other.safetensors", controlnet="openpose.pth")
+    assert "models/checkpoints" in both and "models/controlnet" in both
 
     sampler = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterTemporalSampler"]
     assert sampler.VALIDATE_INPUTS(context_length=0, context_overlap=4) is True
@@ -163,11 +165,28 @@ def test_validate_inputs_name_the_folders(tmp_path, monkeypatch):
     assert sampler.VALIDATE_INPUTS() is True  # linked values are unknown at validation time
 
     dwpose = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterDWPoseExtractor"]
-    message = dwpose.VALIDATE_INPUTS()
+    message = dwpose.VALIDATE_INPUTS(images=None)
     assert "yolox_l.onnx was not found in" in message and str(tmp_path / "dwpose") in message
 
     tuned = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterLoadTuned"]
     assert "not found in models/posecrafter" in tuned.VALIDATE_INPUTS(tuned_weights="gone.safetensors")
+
+
+def test_validate_inputs_name_inputs_comfyui_reports_against():
+    """ComfyUI (execution.py, validate_inputs) passes VALIDATE_INPUTS only the prompt inputs its signature
+    names (linked ones as None) and reports a returned message once per input it passed: a signature
+    naming no input of the node runs, but its message is dropped and the prompt is accepted. The inputs it
+    names also skip ComfyUI's own min/max and list checks."""
+    import inspect
+
+    for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+        if not hasattr(cls, "VALIDATE_INPUTS"):
+            continue
+        spec = cls.INPUT_TYPES()
+        declared = [a for a in inspect.getfullargspec(cls.VALIDATE_INPUTS).args if a != "cls"]
+        inputs = {**spec.get("required", {}), **spec.get("optional", {})}
+        assert declared and set(declared) <= set(inputs), f"{name}.VALIDATE_INPUTS names {declared}"
+        assert set(declared) & set(spec["required"]), f"{name}: name a required input, always in the prompt"
 
 
 def test_model_lists_include_diffusers_folders(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ def load_script():
 class FakeComfyUI(BaseHTTPRequestHandler):
     """Accepts uploads and one prompt, reports a finished run with a video and a text output."""
 
-    uploads, prompts, fail = [], [], False
+    uploads, prompts, fail, partial, cancelled = [], [], False, False, []
 
     def log_message(self, *args):
         pass
@@ -44,7 +44,13 @@ class FakeComfyUI(BaseHTTPRequestHandler):
                 self.reply(400, {"error": {"message": "Prompt outputs failed validation"}, "node_errors": {"11": {"errors": ["checkpoint not found"]}}})
                 return
             self.prompts.append(prompt)
-            self.reply(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+            errors = {"16": {"errors": [{"type": "custom_validation_failed", "message": "Custom validation failed for node",
+                                         "details": "tuned_weights - tuned weights 'x' not found in models/posecrafter"}],
+                             "dependent_outputs": ["25"], "class_type": "PoseCrafterLoadTuned"}}
+            self.reply(200, {"prompt_id": "p1", "number": 0, "node_errors": errors if self.partial else {}})
+        elif self.path in ("/queue", "/interrupt"):
+            self.cancelled.append((self.path, json.loads(body)))
+            self.reply(200, b"", "text/plain")
 
     def do_GET(self):
         if self.path == "/history/p1":
@@ -63,6 +69,7 @@ class FakeComfyUI(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     FakeComfyUI.uploads, FakeComfyUI.prompts, FakeComfyUI.fail = [], [], False
+    FakeComfyUI.partial, FakeComfyUI.cancelled = False, []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfyUI)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -98,3 +105,12 @@ def test_script_reports_validation_errors(server, tmp_path):
         load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
     with pytest.raises(SystemExit, match="expected NODE_ID.INPUT=VALUE"):
         load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server, "--set", "999.x=1"])
+
+
+def test_script_cancels_a_partly_valid_workflow(server):
+    """ComfyUI answers 200 and runs the still-valid outputs (pose previews) when a node behind the video
+    output fails validation; the script takes that run back and names the failing node."""
+    FakeComfyUI.partial = True
+    with pytest.raises(SystemExit, match="(?s)rejected part of the workflow.*node 16 .*not found in models/posecrafter"):
+        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
+    assert FakeComfyUI.cancelled == [("/queue", {"delete": ["p1"]}), ("/interrupt", {"prompt_id": "p1"})]
