@@ -24,9 +24,10 @@ def _resnet(rest):
     return f"{RESNET_NAMES[head]}.{tail}"
 
 
-def ldm_name(name, up_blocks_with_attention=(1,)):
-    """The original (LDM / ControlNet v1.1) name of a diffusers parameter, for the tiny configs."""
-    n = LAYERS
+def ldm_name(name, up_blocks_with_attention=(1,), layers_per_block=LAYERS):
+    """The original (LDM / ControlNet v1.1) name of a diffusers parameter: the tiny configs by default,
+    SD1.5's with layers_per_block=2, up_blocks_with_attention=(1, 2, 3)."""
+    n = layers_per_block
     for diffusers_prefix, ldm_prefix in FIXED_NAMES.items():
         if name.startswith(diffusers_prefix + "."):
             return ldm_prefix + name[len(diffusers_prefix):]

@@ -1,13 +1,28 @@
-"""Workflow (a) through a real ComfyUI: start main.py --cpu on 127.0.0.1 with this pack as a custom node,
-queue the API twin of workflow (a) with POST /prompt and check that a video comes out.
+"""The bundled workflows in a real ComfyUI: start its main.py --cpu on 127.0.0.1 with this pack as its only
+custom node, check what /object_info says about our nodes and the core nodes the workflows use, and
+run the API twins of workflows (a)-(d) through POST /prompt.
 
-Runs only when COMFYUI_PATH points at a ComfyUI checkout (with its requirements installed in this
-Python). The PoseCrafter models are tiny ones the test writes; CLIP and the VAE come from an SD1.5
-checkpoint in that ComfyUI's models/checkpoints, named by POSECRAFTER_TEST_CHECKPOINT (default
-v1-5-pruned-emaonly.safetensors), because ComfyUI's loaders only take full-size CLIP and VAE weights.
+Runs only when COMFYUI_PATH points at a ComfyUI checkout (0.3.64 or newer). Nothing else is needed:
+the test writes everything into a temporary folder that it passes as ComfyUI's --base-directory
+(models, input, output, custom_nodes, user), so neither the checkout nor your models are touched:
+- full-size SD1.5 files with random weights (tests/sd15_random.py: checkpoint, OpenPose ControlNet,
+  VAE; about 3 GB, written in seconds and deleted at the end), named as the workflows name them;
+- the DWPose stand-in ONNX graphs of tests/test_dwpose.py (they find one person in bright frames);
+- two 64x64 videos of bright noise (4 training frames, 3 driving frames).
+The workflows run at 64x64 with 2 tuning, inversion and sampling steps (about 2-3 minutes on 2 CPU cores).
+
+    COMFYUI_PATH=/path/to/ComfyUI python3 -m pytest -q tests/test_workflows_comfyui.py
+
+ComfyUI runs under COMFYUI_PYTHON (default: the Python running pytest), which needs ComfyUI's
+requirements and this pack's; with ComfyUI in its own virtual environment:
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python3 -m pytest -q tests/test_workflows_comfyui.py
+
+ComfyUI's log is kept in the test's temporary folder (comfyui.log) and shown when something fails.
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,58 +35,68 @@ import pytest
 from tests.comfy_pack import ROOT
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
-CHECKPOINT = os.environ.get("POSECRAFTER_TEST_CHECKPOINT", "v1-5-pruned-emaonly.safetensors")
+PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 SIZE = 64
+TRAINING_FRAMES, DRIVING_FRAMES, FPS = 4, 3, 8
+API = ROOT / "workflows" / "api"
 
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run this test")
 
 
-def write_video(path, frames):
+def write_video(path, frames, seed):
     import cv2
     import numpy as np
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 8, (SIZE, SIZE))
-    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (SIZE, SIZE))
+    rng = np.random.default_rng(seed)
     for _ in range(frames):
         writer.write(rng.integers(180, 255, (SIZE, SIZE, 3), dtype=np.uint8))
     writer.release()
 
 
-def write_models(root):
-    from diffusers import ControlNetModel, UNet2DConditionModel
+def model_file_names():
+    """The file each loader of workflow (a) names, by ComfyUI model folder."""
+    prompt = json.loads((API / "posecrafter_one_shot.json").read_text())
+    names = {}
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            names["checkpoints"] = inputs["ckpt_name"]
+        elif node["class_type"] == "VAELoader":
+            names["vae"] = inputs["vae_name"]
+        elif node["class_type"] == "PoseCrafterModelLoader":
+            assert inputs["checkpoint"] == names.get("checkpoints", inputs["checkpoint"])
+            names["checkpoints"], names["controlnet"] = inputs["checkpoint"], inputs["controlnet"]
+    return names
 
+
+def write_models(models):
+    from tests.sd15_random import write_sd15_files
     from tests.test_dwpose import build_detector, build_pose_model
-    from tests.tiny_models import CONTROLNET_CONFIG, UNET_CONFIG
 
-    # tiny, but with SD1.5's 768-wide text embeddings so ComfyUI's CLIP Text Encode fits
-    UNet2DConditionModel(**{**UNET_CONFIG, "cross_attention_dim": 768}).save_pretrained(root / "diffusers" / "tiny-sd15" / "unet")
-    ControlNetModel(**{**CONTROLNET_CONFIG, "cross_attention_dim": 768}).save_pretrained(root / "controlnet" / "tiny-openpose")
-    (root / "dwpose").mkdir()
-    build_detector(root / "dwpose" / "yolox_l.onnx")
-    build_pose_model(root / "dwpose" / "dw-ll_ucoco_384.onnx")
+    names = model_file_names()
+    for folder in ("checkpoints", "controlnet", "vae", "dwpose"):
+        (models / folder).mkdir(parents=True)
+    write_sd15_files(
+        models / "checkpoints" / names["checkpoints"],
+        models / "controlnet" / names["controlnet"],
+        models / "vae" / names["vae"],
+    )
+    build_detector(models / "dwpose" / "yolox_l.onnx")
+    build_pose_model(models / "dwpose" / "dw-ll_ucoco_384.onnx")
 
 
-def tiny_prompt():
-    """Workflow (a)'s API twin, pointed at the tiny models, 64x64 frames and 2 steps everywhere."""
-    prompt = json.loads((ROOT / "workflows" / "api" / "posecrafter_one_shot.json").read_text())
-    by_type = {}
-    for node_id, node in prompt.items():
-        by_type.setdefault(node["class_type"], []).append(node_id)
-    (checkpoint,) = by_type["CheckpointLoaderSimple"]
-    prompt[checkpoint]["inputs"]["ckpt_name"] = CHECKPOINT
-    (vae_loader,) = by_type["VAELoader"]
-    del prompt[vae_loader]  # the checkpoint's own VAE is used instead
-    for node_id in by_type["VAEEncode"] + by_type["VAEDecode"]:
-        prompt[node_id]["inputs"]["vae"] = [checkpoint, 2]
-    (loader,) = by_type["PoseCrafterModelLoader"]
-    prompt[loader]["inputs"].update(checkpoint="diffusers/tiny-sd15", controlnet="tiny-openpose", dtype="fp32")
-    for node_id in by_type["ImageScale"]:
-        prompt[node_id]["inputs"].update(width=SIZE, height=SIZE)
-    for kind in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
-        (node_id,) = by_type[kind]
-        prompt[node_id]["inputs"]["steps"] = 2
-    for node_id in by_type["PoseCrafterDWPoseExtractor"]:
-        prompt[node_id]["inputs"]["fill_gaps"] = True
+def small_prompt(name):
+    """An API twin at 64x64 with 2 steps everywhere (and windows that fit 3 driving frames)."""
+    prompt = json.loads((API / f"{name}.json").read_text())
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "ImageScale":
+            inputs.update(width=SIZE, height=SIZE)
+        elif node["class_type"] in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
+            inputs["steps"] = 2
+        if node["class_type"] == "PoseCrafterTemporalSampler" and inputs["context_length"]:
+            inputs.update(context_length=3, context_overlap=1)
     return prompt
 
 
@@ -81,60 +106,138 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_workflow_a_runs_in_comfyui(tmp_path):
-    comfyui = Path(COMFYUI)
-    if not (comfyui / "models" / "checkpoints" / CHECKPOINT).is_file():
-        pytest.skip(f"no {CHECKPOINT} in {comfyui}/models/checkpoints (set POSECRAFTER_TEST_CHECKPOINT)")
-    models, inputs, outputs, nodes = (tmp_path / name for name in ("models", "input", "output", "custom_nodes"))
-    for folder in (models, inputs, outputs, nodes):
-        folder.mkdir()
-    write_models(models)
-    write_video(inputs / "training.mp4", 4)
-    write_video(inputs / "driving.mp4", 3)
-    (nodes / "comfyui-posecrafter").symlink_to(ROOT, target_is_directory=True)
-    config = tmp_path / "extra_model_paths.yaml"
-    config.write_text(
-        "posecrafter_test:\n"
-        f"  base_path: {models}\n"
-        "  diffusers: diffusers\n  controlnet: controlnet\n  dwpose: dwpose\n  posecrafter: posecrafter\n"
-        f"  custom_nodes: {nodes}\n"
-    )
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def read_video(path):
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    rate, frames = capture.get(cv2.CAP_PROP_FPS), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames, rate
+
+
+def check_object_info(info):
+    """Our nodes as ComfyUI serves them to the frontend, and the core nodes as tests/test_workflows.py has them."""
+    from tests.test_workflows import CORE_NODES, pack_signatures
+
+    for name, sig in {**CORE_NODES, **pack_signatures()}.items():
+        assert name in info, f"ComfyUI has no node {name}"
+        served = info[name]
+        declared = {**served["input"].get("required", {}), **served["input"].get("optional", {})}
+        order = served.get("input_order", {})
+        names = order.get("required", []) + order.get("optional", []) if order else list(declared)
+        assert names == [i[0] for i in sig["inputs"]], f"{name}: inputs {names}"
+        for input_name, kind, _, required in sig["inputs"]:
+            served_kind = declared[input_name][0]
+            served_kind = "COMBO" if isinstance(served_kind, list) else served_kind
+            if isinstance(kind, list):
+                options = declared[input_name][0]
+                options = options if isinstance(options, list) else declared[input_name][1].get("options")
+                assert options == kind, f"{name}.{input_name}: {options}"
+            else:
+                assert served_kind == kind, f"{name}.{input_name}: {served_kind} vs {kind}"
+            assert (input_name in served["input"].get("required", {})) == required, f"{name}.{input_name}"
+        assert list(zip(served["output_name"], served["output"])) == sig["outputs"], f"{name}: outputs"
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    base = tmp_path_factory.mktemp("comfyui_base")
+    for folder in ("input", "output", "custom_nodes", "user"):
+        (base / folder).mkdir()
+    write_models(base / "models")
+    write_video(base / "input" / "training.mp4", TRAINING_FRAMES, seed=0)
+    write_video(base / "input" / "driving.mp4", DRIVING_FRAMES, seed=1)
+    (base / "custom_nodes" / "comfyui-posecrafter").symlink_to(ROOT, target_is_directory=True)
     port = free_port()
     server = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "comfyui.log", "w")
+    log_path = base / "comfyui.log"
+    log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--input-directory", str(inputs), "--output-directory", str(outputs),
-         "--extra-model-paths-config", str(config)],
-        cwd=comfyui, stdout=log, stderr=subprocess.STDOUT,
+        [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+         "--database-url", "sqlite:///:memory:"],
+        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT,
     )
+
+    def tail():
+        return log_path.read_text(errors="replace")[-6000:]
+
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 240
         while True:
             try:
-                info = json.loads(urllib.request.urlopen(f"{server}/object_info/PoseCrafterModelLoader", timeout=5).read())
+                info = json.loads(urllib.request.urlopen(f"{server}/object_info", timeout=10).read())
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("ComfyUI did not start:\n" + (tmp_path / "comfyui.log").read_text()[-4000:])
+                    pytest.fail("ComfyUI did not start:\n" + tail())
                 time.sleep(1)
-        assert "PoseCrafterModelLoader" in info, "the pack did not load:\n" + (tmp_path / "comfyui.log").read_text()[-4000:]
-
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
-        prompt = tiny_prompt()
-        outputs_by_node = script.wait(server, script.submit(server, prompt), timeout=600)
-        saved = script.fetch_outputs(server, outputs_by_node, str(tmp_path / "fetched"))
-        assert any(path.endswith(".mp4") for path in saved), saved
-        (save_node,) = [i for i, n in prompt.items() if n["class_type"] == "PoseCrafterSaveTuned"]
-        tuned = Path(outputs_by_node[save_node]["text"][0])
-        assert tuned.name == "posecrafter_tuned.safetensors" and tuned.is_file()
-        if tmp_path not in tuned.parents:
-            tuned.unlink()  # written to the checkout's models/posecrafter: leave it as it was
+        yield server, info, base, log_path
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
         log.close()
+        shutil.rmtree(base / "models", ignore_errors=True)  # the 3 GB of random weights
+
+
+def test_pack_loads_and_object_info_matches(comfyui):
+    server, info, base, log_path = comfyui
+    log = log_path.read_text(errors="replace")
+    import re
+
+    loaded = re.search(r"seconds( \(IMPORT FAILED\))?: .*comfyui-posecrafter", log)
+    assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
+    assert len([name for name in info if name.startswith("PoseCrafter")]) == 11, log[-6000:]
+    check_object_info(info)
+
+
+def test_workflows_run_in_comfyui(comfyui):
+    server, _, base, log_path = comfyui
+    script = load_script()
+
+    def tail():
+        return log_path.read_text(errors="replace")[-6000:]
+
+    def run(name):
+        prompt = small_prompt(name)
+        try:
+            outputs = script.wait(server, script.submit(server, prompt), timeout=900)
+        except SystemExit as failure:
+            pytest.fail(f"{name}: {failure}\n--- ComfyUI log ---\n{tail()}")
+        return prompt, outputs
+
+    # (b) before (a): the tuned weights are not there yet, which validation names with its folder.
+    with pytest.raises(SystemExit, match="not found in models/posecrafter"):
+        script.submit(server, small_prompt("posecrafter_from_tuned"))
+
+    prompt, outputs = run("posecrafter_one_shot")
+    (save_node,) = [i for i, n in prompt.items() if n["class_type"] == "PoseCrafterSaveTuned"]
+    tuned = Path(outputs[save_node]["text"][0])
+    assert tuned == base / "models" / "posecrafter" / "posecrafter_tuned.safetensors" and tuned.is_file()
+    reports = [text for ui in outputs.values() for text in ui.get("text", [])]
+    assert any(text.startswith("reference frame ") and "Video-SIM" in text for text in reports), reports
+
+    for name in ("posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
+        if name != "posecrafter_one_shot":
+            prompt, outputs = run(name)
+        videos = [item for ui in outputs.values() for item in ui.get("images", []) if item["filename"].endswith(".mp4")]
+        assert len(videos) == 1 and videos[0]["subfolder"] == "posecrafter", (name, outputs)
+        frames, rate = read_video(base / "output" / "posecrafter" / videos[0]["filename"])
+        assert len(frames) == DRIVING_FRAMES and frames[0].shape == (SIZE, SIZE, 3), name
+        assert rate == FPS, f"{name}: the output keeps the driving video's frame rate"
