@@ -112,6 +112,9 @@ def wait(server, prompt_id, timeout):
             if status.get("status_str") == "error":
                 errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
                 details = "\n".join(f"{e.get('node_type')} (node {e.get('node_id')}): {e.get('exception_message')}" for e in errors)
+                stops = [m[1] for m in status.get("messages", []) if m[0] == "execution_interrupted"]
+                if stops and not errors:
+                    details = "\n".join(f"interrupted in {e.get('node_type')} (node {e.get('node_id')})" for e in stops)
                 raise SystemExit(f"the workflow failed:\n{details or json.dumps(status)}")
             return entry["outputs"]
         time.sleep(2)

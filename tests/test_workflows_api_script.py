@@ -19,7 +19,7 @@ def load_script():
 class FakeComfyUI(BaseHTTPRequestHandler):
     """Accepts uploads and one prompt, reports a finished run with a video and a text output."""
 
-    uploads, prompts, fail, partial, cancelled = [], [], False, False, []
+    uploads, prompts, fail, partial, cancelled, interrupted = [], [], False, False, [], False
 
     def log_message(self, *args):
         pass
@@ -53,7 +53,10 @@ class FakeComfyUI(BaseHTTPRequestHandler):
             self.reply(200, b"", "text/plain")
 
     def do_GET(self):
-        if self.path == "/history/p1":
+        if self.path == "/history/p1" and self.interrupted:
+            messages = [["execution_interrupted", {"node_id": "16", "node_type": "PoseCrafterOneShotTuner"}]]
+            self.reply(200, {"p1": {"outputs": {}, "status": {"status_str": "error", "completed": False, "messages": messages}}})
+        elif self.path == "/history/p1":
             outputs = {
                 "25": {"images": [{"filename": "PoseCrafter_00001_.mp4", "subfolder": "posecrafter", "type": "output"}], "animated": [True]},
                 "18": {"text": ["reference frame 3 of 8"]},
@@ -69,7 +72,7 @@ class FakeComfyUI(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     FakeComfyUI.uploads, FakeComfyUI.prompts, FakeComfyUI.fail = [], [], False
-    FakeComfyUI.partial, FakeComfyUI.cancelled = False, []
+    FakeComfyUI.partial, FakeComfyUI.cancelled, FakeComfyUI.interrupted = False, [], False
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfyUI)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -114,3 +117,9 @@ def test_script_cancels_a_partly_valid_workflow(server):
     with pytest.raises(SystemExit, match="(?s)rejected part of the workflow.*node 16 .*not found in models/posecrafter"):
         load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
     assert FakeComfyUI.cancelled == [("/queue", {"delete": ["p1"]}), ("/interrupt", {"prompt_id": "p1"})]
+
+
+def test_script_reports_an_interrupted_run(server):
+    FakeComfyUI.interrupted = True
+    with pytest.raises(SystemExit, match="interrupted in PoseCrafterOneShotTuner \\(node 16\\)"):
+        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json"), "--server", server])
