@@ -201,7 +201,12 @@ def test_workflow_names_its_models(path):
     workflow = json.loads(path.read_text())
     models = workflow["models"]
     directories = {m["directory"] for m in models}
-    assert {"checkpoints", "controlnet", "vae", "dwpose"} <= directories
+    assert {"checkpoints", "controlnet", "vae"} <= directories
+    # The frontend checks these against ComfyUI's model listing, which only lists weight files
+    # (.safetensors, .ckpt, .pt, ...), and downloads only .safetensors: DWPose's .onnx files would show
+    # as missing on every load, with a download that cannot work. The README and the DWPose node's
+    # error message name them instead.
+    assert all(m["name"].endswith((".safetensors", ".sft")) for m in models), models
     for model in models:
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])
     names = {m["name"] for m in models}
@@ -235,3 +240,13 @@ def test_workflows_differ_where_they_should():
         assert sampler["cfg"] == (3.0 if name == "posecrafter_attribute_edit" else 1.0)
         assert ("negative" in sampler) == (name == "posecrafter_attribute_edit")
         assert sampler["context_length"] == (16 if name == "posecrafter_long_video" else 0)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_nodes_do_not_overlap_on_the_canvas(path):
+    """Node boxes (with the frontend's 30 px title bar above pos) are apart, so none hides another."""
+    boxes = [(n["id"], n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in json.loads(path.read_text())["nodes"]]
+    overlapping = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                   if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
+    assert not overlapping, f"{path.name}: nodes {overlapping} overlap"
