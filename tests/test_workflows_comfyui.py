@@ -1,6 +1,7 @@
 """The bundled workflows in a real ComfyUI: start its main.py --cpu on 127.0.0.1 with this pack as its only
-custom node, check what /object_info says about our nodes and the core nodes the workflows use, and
-run the API twins of workflows (a)-(d) through POST /prompt.
+custom node, check what /object_info says about our nodes and the core nodes the workflows use, that
+missing model files are refused at validation with their folder named, and run the API twins of
+workflows (a)-(d) through POST /prompt.
 
 Runs only when COMFYUI_PATH points at a ComfyUI checkout (0.3.64 or newer). Nothing else is needed:
 the test writes everything into a temporary folder that it passes as ComfyUI's --base-directory
@@ -205,6 +206,26 @@ def test_pack_loads_and_object_info_matches(comfyui):
     assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
     assert len([name for name in info if name.startswith("PoseCrafter")]) == 11, log[-6000:]
     check_object_info(info)
+
+
+def test_missing_models_are_refused_before_anything_runs(comfyui):
+    """VALIDATE_INPUTS in a real ComfyUI: a missing file is named with its folder before any node runs.
+    ComfyUI answers 400 when no output node is left valid, else 200 with node_errors (the script then
+    cancels the partial run)."""
+    server, _, base, _ = comfyui
+    script = load_script()
+    dwpose, hidden = base / "models" / "dwpose", base / "models" / "dwpose_hidden"
+    dwpose.rename(hidden)
+    try:
+        with pytest.raises(SystemExit, match=r"(?s)refused the workflow \(400\).*images - .*yolox_l.onnx was not found"):
+            script.submit(server, small_prompt("posecrafter_one_shot"))
+    finally:
+        hidden.rename(dwpose)
+    prompt = small_prompt("posecrafter_one_shot")
+    (loader,) = [i for i, n in prompt.items() if n["class_type"] == "PoseCrafterModelLoader"]
+    prompt[loader]["inputs"]["controlnet"] = "missing_openpose.safetensors"
+    with pytest.raises(SystemExit, match="ControlNet 'missing_openpose.safetensors' not found in models/controlnet"):
+        script.submit(server, prompt)
 
 
 def test_workflows_run_in_comfyui(comfyui):
