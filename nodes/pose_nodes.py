@@ -37,7 +37,8 @@ class DWPoseExtractor:
             try:
                 dwpose.find_model_file(name, _comfy.dwpose_dirs())
             except ValueError as err:
-                return str(err)
+                # The engine's message starts with its argument's name, which means nothing in the UI.
+                return str(err).removeprefix("model_dirs: ")
         return True
 
     def extract(self, images, fill_gaps):
