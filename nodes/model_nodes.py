@@ -135,7 +135,9 @@ class OneShotTuner:
                 "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Training steps. 0 uses the paper's formula from the frame count (8 frames: 100 steps, 100 frames: 2000)."}),
                 "learning_rate": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 1e-6, "round": False, "tooltip": "0 uses the default of the update rule (paper: 3e-3, clean: 3e-5)."}),
                 "update_rule": (["paper", "clean"], {"default": "paper", "tooltip": "paper: reproduces the official code's update exactly (see README). clean: plain AdamW on the trained weights only, with a smaller learning rate."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True, "tooltip": "Seed for the frame clips, timesteps and noise drawn at each step."}),
+                # No control widget: the frontend adds one to any INT named "seed" unless this is False,
+                # set to 'randomize' on a new node, and every queue would then tune again from scratch.
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False, "tooltip": "Seed for the frame clips, timesteps and noise drawn at each step. Tuning re-runs only when it (or another tuning input) changes."}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": False, "tooltip": "Recompute activations in the backward pass: less GPU memory, slower."}),
             }
         }

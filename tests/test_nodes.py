@@ -227,3 +227,11 @@ def test_load_tuned_reruns_when_the_file_changes(tmp_path, monkeypatch):
     first = load_tuned.IS_CHANGED(tuned_weights="run.safetensors")
     os.utime(weights, (first + 10, first + 10))
     assert load_tuned.IS_CHANGED(tuned_weights="run.safetensors") == first + 10
+
+
+def test_tuner_seed_has_no_control_after_generate():
+    """The frontend (1.35) gives every INT input named "seed" a control widget unless the input says
+    control_after_generate False, and a newly added node's control is 'randomize': on the tuner that would
+    change the seed, and so re-run hours of tuning, at every queue."""
+    tuner = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterOneShotTuner"]
+    assert tuner.INPUT_TYPES()["required"]["seed"][1]["control_after_generate"] is False
