@@ -207,3 +207,20 @@ def test_a_safetensors_file_that_is_not_tuned_weights_is_refused(base_folders):
     (base_folders / "garbage.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match="garbage.safetensors is not a readable safetensors file"):
         load_tuned(model, base_folders / "garbage.safetensors")
+
+
+def test_paper_rule_skips_a_step_with_a_non_finite_gradient_and_halves_the_loss_scale():
+    model = _model()
+    latents, poses, text = video_inputs(4, seed=2)
+    tuner = OneShotTuner(model, latents, poses, text, update_rule="paper", seed=1)
+    trainable = model.trainable_parameters()
+    name, poisoned = next(iter(trainable.items()))
+    handle = poisoned.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = {n: p.clone() for n, p in trainable.items()}
+    tuner.step(tuner.sample_clip())
+    handle.remove()
+    assert tuner.skipped_steps == 1 and tuner.loss_scale == LOSS_SCALE / 2
+    assert all(torch.equal(p, before[n]) for n, p in trainable.items())  # no AdamW step was taken
+    tuner.step(tuner.sample_clip())
+    assert tuner.skipped_steps == 1 and not torch.equal(trainable[name], before[name])
+    tuner.close()
