@@ -1,8 +1,6 @@
 """Pose nodes: DWPose extraction, skeleton rendering, reference-frame selection and pose insertion."""
 import json
 
-import torch
-
 from ..posecrafter import dwpose, reference, skeleton
 from ..posecrafter.pose import from_pose_keypoint, to_pose_keypoint
 from . import _comfy

@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 
 from posecrafter.loading import load_controlnet, load_unet
 from posecrafter.model import PoseCrafterModel
-from tests.tiny_models import CONTROLNET_CONFIG, UNET_CONFIG, tiny_controlnet, tiny_unet, video_inputs
+from tests.tiny_models import UNET_CONFIG, tiny_controlnet, tiny_unet, video_inputs
 
 LAYERS = UNET_CONFIG["layers_per_block"]
 RESNET_NAMES = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",

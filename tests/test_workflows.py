@@ -1,7 +1,6 @@
 """The bundled workflows: they parse, use only PoseCrafter and core nodes, link compatible slots, their
 widget values match each node's widgets, and each API-format twin says the same as its UI workflow."""
 import json
-from pathlib import Path
 
 import pytest
 
