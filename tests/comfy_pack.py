@@ -30,3 +30,11 @@ def pack_module(name):
     """A submodule of the loaded pack, e.g. pack_module("nodes.model_nodes")."""
     load_pack()
     return sys.modules[f"{PACKAGE}.{name}"]
+
+
+def load_api_script():
+    """scripts/run_api_workflow.py as a module (it is a script, not part of the pack)."""
+    spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

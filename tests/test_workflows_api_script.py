@@ -1,19 +1,11 @@
 """scripts/run_api_workflow.py against a stand-in ComfyUI server on 127.0.0.1."""
-import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.comfy_pack import ROOT
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.comfy_pack import ROOT, load_api_script
 
 
 class FakeComfyUI(BaseHTTPRequestHandler):
@@ -88,7 +80,7 @@ def test_script_uploads_submits_and_fetches(server, tmp_path, capsys):
     workflow = ROOT / "workflows" / "api" / "posecrafter_one_shot.json"
     api = json.loads(workflow.read_text())
     text_node = next(i for i, n in api.items() if n["_meta"]["title"] == "Target prompt")
-    code = load_script().main([
+    code = load_api_script().main([
         str(workflow), "--server", server, "--training-video", str(training), "--driving-video", str(driving),
         "--set", f'{text_node}.text=a person in a red dress', "--out", str(tmp_path / "out"),
     ])
@@ -105,9 +97,9 @@ def test_script_uploads_submits_and_fetches(server, tmp_path, capsys):
 def test_script_reports_validation_errors(server, tmp_path):
     FakeComfyUI.fail = True
     with pytest.raises(SystemExit, match="(?s)refused the workflow \\(400\\).*checkpoint not found"):
-        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
+        load_api_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
     with pytest.raises(SystemExit, match="expected NODE_ID.INPUT=VALUE"):
-        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server, "--set", "999.x=1"])
+        load_api_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server, "--set", "999.x=1"])
 
 
 def test_script_cancels_a_partly_valid_workflow(server):
@@ -115,11 +107,11 @@ def test_script_cancels_a_partly_valid_workflow(server):
     output fails validation; the script takes that run back and names the failing node."""
     FakeComfyUI.partial = True
     with pytest.raises(SystemExit, match="(?s)rejected part of the workflow.*node 16 .*not found in models/posecrafter"):
-        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
+        load_api_script().main([str(ROOT / "workflows" / "api" / "posecrafter_from_tuned.json"), "--server", server])
     assert FakeComfyUI.cancelled == [("/queue", {"delete": ["p1"]}), ("/interrupt", {"prompt_id": "p1"})]
 
 
 def test_script_reports_an_interrupted_run(server):
     FakeComfyUI.interrupted = True
     with pytest.raises(SystemExit, match="interrupted in PoseCrafterOneShotTuner \\(node 16\\)"):
-        load_script().main([str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json"), "--server", server])
+        load_api_script().main([str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json"), "--server", server])

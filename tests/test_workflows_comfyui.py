@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.comfy_pack import ROOT
+from tests.comfy_pack import ROOT, load_api_script
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
@@ -105,15 +105,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
 
 
 def read_video(path):
@@ -213,7 +204,7 @@ def test_missing_models_are_refused_before_anything_runs(comfyui):
     ComfyUI answers 400 when no output node is left valid, else 200 with node_errors (the script then
     cancels the partial run)."""
     server, _, base, _ = comfyui
-    script = load_script()
+    script = load_api_script()
     dwpose, hidden = base / "models" / "dwpose", base / "models" / "dwpose_hidden"
     dwpose.rename(hidden)
     try:
@@ -230,7 +221,7 @@ def test_missing_models_are_refused_before_anything_runs(comfyui):
 
 def test_workflows_run_in_comfyui(comfyui):
     server, _, base, log_path = comfyui
-    script = load_script()
+    script = load_api_script()
 
     def tail():
         return log_path.read_text(errors="replace")[-6000:]
