@@ -61,11 +61,15 @@ def guided_noise(model: PoseCrafterModel, latents, timestep, pose_images, prompt
     return uncond + guidance_scale * (cond - uncond)
 
 
-def check_sampling_options(frames: int, guidance_scale: float, negative_embeds, context_length, context_overlap, fuse):
+def check_sampling_options(prompt_embeds, negative_embeds, guidance_scale: float, context_length, context_overlap,
+                           fuse):
     if guidance_scale < 1:
         raise ValueError(f"guidance_scale must be >= 1 (1 = a single conditional pass), got {guidance_scale}")
     if guidance_scale > 1 and negative_embeds is None:
         raise ValueError("guidance_scale > 1 needs negative conditioning: connect a negative prompt (it may be empty)")
+    if negative_embeds is not None and negative_embeds.shape != prompt_embeds.shape:
+        raise ValueError(f"negative conditioning {tuple(negative_embeds.shape)} must have the prompt's shape "
+                         f"{tuple(prompt_embeds.shape)}")
     if context_length is not None:
         if context_length < 1:
             raise ValueError(f"context_length must be at least 1 frame, got {context_length}")
@@ -93,11 +97,8 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
     """
     check_video_inputs(model, latents, pose_images, prompt_embeds, key_index)
     check_steps(steps)
+    check_sampling_options(prompt_embeds, negative_embeds, guidance_scale, context_length, context_overlap, fuse)
     frames = latents.shape[0]
-    check_sampling_options(frames, guidance_scale, negative_embeds, context_length, context_overlap, fuse)
-    if negative_embeds is not None and negative_embeds.shape != prompt_embeds.shape:
-        raise ValueError(f"negative conditioning {tuple(negative_embeds.shape)} must have the prompt's shape "
-                         f"{tuple(prompt_embeds.shape)}")
     device = model.device
     scheduler = ddim_scheduler(steps)
     x = to_model_space(latents.to(device, torch.float32))
@@ -106,18 +107,19 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
     negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
     windows = temporal_windows(frames, key_index, context_length, context_overlap)
     weights = [_fusion_weights(w, key_index, fuse).to(device).view(-1, 1, 1, 1) for w in windows]
+    coverage = torch.zeros(frames, 1, 1, 1, device=device)  # each frame's summed fusion weight
+    for window, weight in zip(windows, weights):
+        coverage[window] += weight
 
     for step_index, timestep in enumerate(scheduler.timesteps):
         if step_hook is not None:
             x = step_hook(step_index, int(timestep), x)
         noise = torch.zeros_like(x)
-        coverage = torch.zeros(frames, 1, 1, 1, device=device)
         for window, weight in zip(windows, weights):
             noise[window] += weight * guided_noise(
                 model, x[window], timestep, pose_images[window].to(device), prompt_embeds, negative_embeds,
                 guidance_scale, controlnet_scale, window.index(key_index),
             )
-            coverage[window] += weight
         x = scheduler.step(noise / coverage, timestep, x).prev_sample
         if callback is not None:
             callback(step_index + 1, steps)
