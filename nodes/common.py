@@ -1,6 +1,8 @@
 """Small conversions shared by the nodes: ComfyUI's types in, the engine's arguments out."""
 import torch
 
+from ..posecrafter.skeleton import render_skeletons
+
 CATEGORY = "PoseCrafter"
 MODEL_TYPE = "POSECRAFTER_MODEL"
 INVERSION_TYPE = "POSECRAFTER_INVERSION"
@@ -33,3 +35,8 @@ def latent_samples(latent, input_name):
 def check_frame_count(count, expected, input_name, other_name):
     if count != expected:
         raise ValueError(f"'{input_name}' has {count} frames but '{other_name}' has {expected}: they must match")
+
+
+def pose_images_for(poses, samples):
+    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (8 pixels per latent pixel)."""
+    return render_skeletons(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)

@@ -7,9 +7,8 @@ import torch
 from ..posecrafter import model as pc_model
 from ..posecrafter import tuning
 from ..posecrafter.pose import from_pose_keypoint
-from ..posecrafter.skeleton import render_skeletons
 from . import _comfy
-from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, prompt_embeds
+from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds
 from .plot import loss_curve_image
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -146,7 +145,7 @@ class OneShotTuner:
         latents = latent_samples(latent, "latent")
         frames = latents.shape[0]
         check_frame_count(len(pose), frames, "pose", "latent")
-        pose_images = render_skeletons(from_pose_keypoint(pose), latents.shape[-1] * 8, latents.shape[-2] * 8)
+        pose_images = pose_images_for(from_pose_keypoint(pose), latents)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         total = steps or tuning.paper_steps(frames)
         progress = _comfy.Progress(total, "PoseCrafter tuning")

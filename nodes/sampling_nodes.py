@@ -6,9 +6,10 @@ from ..posecrafter import latent_edit, sampling
 from ..posecrafter.model import to_model_space
 from ..posecrafter.pose import from_pose_keypoint
 from ..posecrafter.reference import remove_inserted_reference
-from ..posecrafter.skeleton import render_skeletons
 from . import _comfy
-from .common import CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, prompt_embeds
+from .common import (
+    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds,
+)
 
 EDIT_KEY = "posecrafter_edit"  # LATENT key carrying the latent editor's plan to the sampler (alpha > 1)
 
@@ -61,7 +62,7 @@ class DDIMInverter:
                 f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
                 f"{len(pose)} poses): connect the Reference Frame Selector's outputs"
             )
-        pose_image = render_skeletons(from_pose_keypoint(pose), samples.shape[-1] * 8, samples.shape[-2] * 8)
+        pose_image = pose_images_for(from_pose_keypoint(pose), samples)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
 
@@ -177,7 +178,7 @@ class TemporalSampler:
         position = _inserted_position(poses)
         if cfg > 1 and negative is None:
             raise ValueError("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt")
-        pose_images = render_skeletons(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)
+        pose_images = pose_images_for(poses, samples)
         embeds = prompt_embeds(positive, "positive", model.model.text_width)
         negative_embeds = prompt_embeds(negative, "negative", model.model.text_width) if cfg > 1 else None
         edit = latent.get(EDIT_KEY)
