@@ -10,6 +10,7 @@ images ``[F, 3, 8h, 8w]``, RGB in 0..1, one per latent frame.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -107,7 +108,9 @@ class PoseCrafterModel(nn.Module):
         dtype = self.dtype
         latents = latents.to(dtype)
         text = prompt_embeds.to(dtype).repeat_interleave(num_frames, dim=0)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        # fp32 weights leave autocast as the caller set it (the tuner's fp16 autocast on a GPU).
+        half = torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        with half:
             down, mid = self.controlnet(
                 latents, timestep, encoder_hidden_states=text, controlnet_cond=pose_images.to(dtype),
                 conditioning_scale=controlnet_scale, return_dict=False,

@@ -183,6 +183,19 @@ def test_half_precision_frozen_weights_tune_with_fp32_trainable_tensors(dtype):
     assert all(p.dtype == dtype for n, p in model.named_parameters() if n in frozen_before)
 
 
+def test_fp32_model_runs_under_the_callers_autocast():
+    """The tuner trains fp32 weights under fp16 autocast on a GPU (spec 3); the model must not switch it off.
+    CPU autocast (bf16) stands in for CUDA here: the convs and matmuls then produce bf16."""
+    model = _model()
+    latents, poses, text = video_inputs(2, seed=3)
+    with torch.no_grad():
+        plain = model(latents, torch.tensor(500), text, poses, num_frames=2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(latents, torch.tensor(500), text, poses, num_frames=2)
+    assert plain.dtype == torch.float32 and mixed.dtype == torch.bfloat16
+    assert torch.allclose(mixed.float(), plain, atol=0.05 * plain.abs().max().item())
+
+
 @pytest.mark.parametrize("update_rule", ["paper", "clean"])
 def test_gradient_checkpointing_gives_the_same_update(update_rule):
     latents, poses, text = video_inputs(4, seed=6)
