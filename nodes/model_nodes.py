@@ -38,11 +38,22 @@ class ModelHandle:
 
     def activate(self, device):
         """Put this handle's trainable tensors into the shared model and move it to `device`."""
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             params = dict(self.model.named_parameters())
             for name, value in self.trainable.items():
                 params[name].copy_(value)
-        return self.model.to(device)
+        return _move(self.model, device)
+
+    def offload(self):
+        """Move the shared model back to ComfyUI's offload device."""
+        _move(self.model, _comfy.offload_device())
+
+
+def _move(module, device):
+    # ComfyUI runs nodes under inference_mode, and weights moved there would become inference tensors
+    # that can never be tuned again.
+    with torch.inference_mode(False):
+        return module.to(device)
 
 
 def _trainable_copy(model):
@@ -174,7 +185,6 @@ class OneShotTuner:
             tuned = model.derived(frames=frames, steps=result.steps, lr=result.lr, update_rule=update_rule, seed=seed)
         finally:
             progress.close()
-            module.to(_comfy.offload_device())
             model.activate(_comfy.offload_device())  # the shared model goes back to the input's weights
             _comfy.empty_cache()
         _comfy.log.info("PoseCrafter tuning: %d steps, final loss %.4f", result.steps, result.losses[-1])

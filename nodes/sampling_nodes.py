@@ -28,7 +28,7 @@ def _run_model(model, work):
     try:
         return work(module, device)
     finally:
-        module.to(_comfy.offload_device())
+        model.offload()
         _comfy.empty_cache()
 
 

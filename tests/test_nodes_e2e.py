@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from tests.comfy_pack import load_pack
+from tests.comfy_pack import load_pack, pack_module
 from tests.test_dwpose import build_detector, build_pose_model
 from tests.test_nodes import synthetic_pose
 from tests.tiny_models import TEXT_WIDTH, tiny_controlnet, tiny_unet
@@ -161,3 +161,21 @@ def test_dwpose_node_on_tiny_onnx_models(tmp_path, monkeypatch):
     assert keypoints[0]["canvas_width"] == 320 and keypoints[0]["canvas_height"] == 240
     assert keypoints[1] == keypoints[0], "the gap is filled from its identical neighbours"
     assert skeleton.shape == (3, 240, 320, 3) and skeleton.max() > 0
+
+
+@pytest.mark.parametrize("move", ["activate", "offload"])
+def test_moving_the_model_under_inference_mode_keeps_it_tunable(move, monkeypatch):
+    """ComfyUI runs every node under inference_mode. A model moved there (CPU offload <-> GPU) must not end up
+    with inference-tensor weights, or the next tuning cannot enable their gradients. The meta device stands
+    in for the second device, which a CPU machine lacks."""
+    model_nodes = pack_module("nodes.model_nodes")
+    model = pack_module("posecrafter.model").PoseCrafterModel(tiny_unet(), tiny_controlnet())
+    handle = model_nodes.ModelHandle.untuned(model, {})
+    monkeypatch.setattr(model_nodes._comfy, "offload_device", lambda: torch.device("meta"))
+    with torch.inference_mode():
+        if move == "activate":
+            handle.activate(torch.device("meta"))
+        else:
+            handle.offload()
+    assert model.device.type == "meta"
+    assert not any(p.is_inference() for p in model.parameters())
