@@ -6,6 +6,7 @@ from ..posecrafter import latent_edit, sampling
 from ..posecrafter.model import to_model_space
 from ..posecrafter.pose import from_pose_keypoint
 from ..posecrafter.reference import remove_inserted_reference
+from ..posecrafter.schedulers import MAX_STEPS
 from . import _comfy
 from .common import (
     CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds,
@@ -51,7 +52,7 @@ class DDIMInverter:
                 "latent": ("LATENT", {"tooltip": "The reference frame's latent (Reference Frame Selector)."}),
                 "pose": ("POSE_KEYPOINT", {"tooltip": "The reference frame's pose."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "The source prompt (the one used for tuning)."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps; use the same number in the Temporal Sampler."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": MAX_STEPS, "tooltip": "DDIM steps; use the same number in the Temporal Sampler."}),
             }
         }
 
@@ -98,7 +99,7 @@ class LatentEditor:
                 "pose": ("POSE_KEYPOINT", {"tooltip": "The M+1 poses from the Pose Inserter (the inserted one is the reference)."}),
                 "edit_face": ("BOOLEAN", {"default": True, "tooltip": "Move the face region to each target face."}),
                 "edit_hands": ("BOOLEAN", {"default": True, "tooltip": "Move the hand regions to each target hand."}),
-                "alpha": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "The DDIM sampling step at which the edit happens. 1 edits the starting latent (the paper's default); a later step edits with the inversion's latent of that step."}),
+                "alpha": ("INT", {"default": 1, "min": 1, "max": MAX_STEPS, "tooltip": "The DDIM sampling step at which the edit happens. 1 edits the starting latent (the paper's default); a later step edits with the inversion's latent of that step."}),
             }
         }
 
@@ -146,7 +147,7 @@ class TemporalSampler:
                 "latent": ("LATENT", {"tooltip": "The M+1 starting latents (Latent Editor)."}),
                 "pose": ("POSE_KEYPOINT", {"tooltip": "The M+1 poses (Pose Inserter); the inserted one is the key frame."}),
                 "positive": ("CONDITIONING", {"tooltip": "The target prompt. The source prompt keeps the training look; change it to edit attributes (with cfg 3)."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "DDIM steps (eta 0); use the inversion's number."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": MAX_STEPS, "tooltip": "DDIM steps (eta 0); use the inversion's number."}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 30.0, "step": 0.1, "round": 0.01, "tooltip": "Guidance scale. 1 is a single conditional pass (the paper's default); about 3 for attribute edits, with a negative prompt."}),
                 "control_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05, "tooltip": "ControlNet conditioning scale."}),
                 "context_length": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": "Frames per sliding window for long videos (16 is a good value); 0 samples all frames at once."}),

@@ -8,6 +8,8 @@ from diffusers import DDIMInverseScheduler, DDIMScheduler
 from .loading import CONFIG_DIR
 
 SCHEDULER_CONFIG = CONFIG_DIR / "ddim_scheduler"
+# With steps_offset=1, 1000 steps would start at timestep 1000, one past the 1000-entry noise schedule.
+MAX_STEPS = 999
 
 
 def ddim_scheduler(steps: int) -> DDIMScheduler:
@@ -25,5 +27,5 @@ def ddim_inverse_scheduler(steps: int) -> DDIMInverseScheduler:
 
 
 def check_steps(steps: int) -> None:
-    if not 1 <= steps <= 1000:
-        raise ValueError(f"steps must be between 1 and 1000, got {steps}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")

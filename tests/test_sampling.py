@@ -8,7 +8,7 @@ from diffusers import StableDiffusionControlNetPipeline
 from posecrafter.inversion import invert
 from posecrafter.model import LATENT_SCALE, PoseCrafterModel, to_model_space
 from posecrafter.sampling import sample, temporal_windows
-from posecrafter.schedulers import ddim_inverse_scheduler, ddim_scheduler
+from posecrafter.schedulers import MAX_STEPS, check_steps, ddim_inverse_scheduler, ddim_scheduler
 from tests.tiny_models import randomize_temporal, tiny_controlnet, tiny_unet, tiny_vae, video_inputs
 
 STEPS = 10
@@ -63,6 +63,18 @@ def test_inversion_equals_a_reference_built_on_ddim_inverse_scheduler(models):
     assert (ours.latents - reference).abs().max() <= 1e-4
     assert ours.timesteps == list(range(1, 1000, 100))
     assert torch.equal(ours.latent_at(ours.timesteps[-1]), ours.final[0])
+
+
+def test_the_largest_step_count_stays_on_the_noise_schedule():
+    """steps_offset=1 shifts the grid up by one: MAX_STEPS must still start inside the 1000-step schedule, and
+    one step more is refused with a message rather than an IndexError deep inside the scheduler."""
+    z, noise = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
+    sampler, inverter = ddim_scheduler(MAX_STEPS), ddim_inverse_scheduler(MAX_STEPS)
+    assert sampler.timesteps[0] == 999 and inverter.timesteps[-1] == 999
+    assert torch.isfinite(sampler.step(noise, sampler.timesteps[0], z).prev_sample).all()
+    assert torch.isfinite(inverter.step(noise, inverter.timesteps[-1], z).prev_sample).all()
+    with pytest.raises(ValueError, match=f"between 1 and {MAX_STEPS}"):
+        check_steps(MAX_STEPS + 1)
 
 
 def test_inverse_step_follows_the_spec_formula():
