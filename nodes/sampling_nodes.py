@@ -13,6 +13,7 @@ from .common import (
 )
 
 EDIT_KEY = "posecrafter_edit"  # LATENT key carrying the latent editor's plan to the sampler (alpha > 1)
+STEPS_KEY = "posecrafter_inversion_steps"  # LATENT key: the DDIM steps of the inversion the latents start from
 
 
 def _inserted_position(poses):
@@ -106,13 +107,17 @@ class LatentEditor:
     def edit(self, inversion, pose, edit_face, edit_hands, alpha):
         poses = from_pose_keypoint(pose)
         _inserted_position(poses)
+        steps = len(inversion.timesteps)
+        if alpha > steps:
+            raise ValueError(f"'alpha' is {alpha} but the inversion has {steps} DDIM steps: choose alpha between 1 "
+                             f"and {steps} (1 edits the starting latent)")
         z_t = inversion.final.cpu()
         plan = _only_parts(latent_edit.plan_latent_edits(poses, z_t.shape[-2], z_t.shape[-1]), edit_face, edit_hands)
         if alpha == 1:
-            out = {"samples": latent_edit.edit_initial_latents(z_t, plan)}
+            out = {"samples": latent_edit.edit_initial_latents(z_t, plan), STEPS_KEY: steps}
         else:
             # Start from unedited copies; the sampler edits before step alpha (see TemporalSampler).
-            out = {"samples": z_t.repeat(len(poses), 1, 1, 1), EDIT_KEY: (inversion, plan, alpha)}
+            out = {"samples": z_t.repeat(len(poses), 1, 1, 1), STEPS_KEY: steps, EDIT_KEY: (inversion, plan, alpha)}
         report = "\n".join(plan.report())
         _comfy.log.info("PoseCrafter latent edits (alpha %d):\n%s", alpha, report)
         return {"ui": {"text": [report]}, "result": (out, report)}
@@ -179,6 +184,12 @@ class TemporalSampler:
         position = _inserted_position(poses)
         if cfg > 1 and negative is None:
             raise ValueError("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt")
+        inversion_steps = latent.get(STEPS_KEY, steps)
+        if inversion_steps != steps:
+            raise ValueError(
+                f"'steps' is {steps} but the starting latents come from a {inversion_steps}-step DDIM inversion, "
+                f"which starts at another noise level: set steps to {inversion_steps} here or in the DDIM Inverter"
+            )
         pose_images = pose_images_for(poses, samples)
         embeds = prompt_embeds(positive, "positive", model.model.text_width)
         negative_embeds = prompt_embeds(negative, "negative", model.model.text_width) if cfg > 1 else None

@@ -139,6 +139,11 @@ def test_sampler_windows_cfg_and_late_edit(models):
         run("PoseCrafterTemporalSampler", model, early, target_pose, conditioning(2), 3, 1.0, 1.0, 0, 4, True)
     with pytest.raises(ValueError, match="no inserted reference frame"):
         run("PoseCrafterLatentEditor", inversion, target_pose, True, True, 1)
+    with pytest.raises(ValueError, match="'alpha' is 4 but the inversion has 3 DDIM steps"):
+        run("PoseCrafterLatentEditor", inversion, poses, True, True, 4)
+    for latents in (early, late):
+        with pytest.raises(ValueError, match="'steps' is 4 but the starting latents come from a 3-step DDIM inversion"):
+            run("PoseCrafterTemporalSampler", model, latents, poses, conditioning(2), 4, 1.0, 1.0, 0, 4, True)
     with pytest.raises(ValueError, match="'conditioning' has text embeddings of shape"):
         run("PoseCrafterDDIMInverter", model, ref_latent, ref_pose, [[torch.randn(1, 77, 768), {}]], 3)
 
