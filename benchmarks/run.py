@@ -7,7 +7,8 @@ them honestly. One command runs everything, prints a table and writes JSON:
     python3 benchmarks/run.py --device cuda --dtype fp16 --size 512  # the GPU numbers of README "Performance"
 
 Measured, all in one run on the same models:
-- diffusers' StableDiffusionControlNetPipeline against our sampler, per frame and denoising step (guidance 1);
+- diffusers' StableDiffusionControlNetPipeline against our sampler, per frame and denoising step (guidance 1),
+  and with ``--compile`` our sampler on the ``torch.compile``d model too (its compile time reported apart);
 - sampling: seconds per step and for all steps, for M frames, plain and in windows, with peak memory;
 - tuning: seconds per step on 8-frame clips, with and without gradient checkpointing ("paper" rule);
 - the deviation of fp16/bf16 noise predictions from fp32.
@@ -107,10 +108,12 @@ def inputs(frames, size, device, seed=0):
     return latents.to(device), poses, text.to(device)
 
 
-def per_frame_step_comparison(unet, controlnet, frames, size, steps, device, repeats=3):
+def per_frame_step_comparison(unet, controlnet, frames, size, steps, device, compile_model, repeats=3):
     """Seconds per frame and step of diffusers' ControlNet pipeline (F images in one batch) and of our sampler
-    (F frames), guidance 1, on the same weights. The two are timed alternately and the best of ``repeats``
-    runs of each is kept, so a busy machine slows both alike. Inflates ``unet``/``controlnet`` in place."""
+    (F frames), guidance 1, on the same weights, and of our sampler on the ``torch.compile``d model if
+    ``compile_model``. The runs are timed alternately and the best of ``repeats`` runs of each is kept, so a busy
+    machine slows all alike. Returns the model (inflated in place from ``unet``/``controlnet``), the seconds per
+    frame and step by name, and the compile time."""
     tiny_vae = AutoencoderKL(block_out_channels=(4,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
                              up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4, layers_per_block=1)
     pipe = StableDiffusionControlNetPipeline(
@@ -129,15 +132,19 @@ def per_frame_step_comparison(unet, controlnet, frames, size, steps, device, rep
                         height=size, width=size, num_inference_steps=n_steps, guidance_scale=1.0,
                         latents=to_model_space(latents).to(unet.dtype), output_type="latent")
 
-    def run_ours(n_steps):
-        return sample(model, latents, poses, text, steps=n_steps)
-
-    run_pipeline(1), run_ours(1)  # warm-up
-    best = {"pipeline": float("inf"), "ours": float("inf")}
+    runs = {"diffusers_pipeline_s": run_pipeline, "posecrafter_s": lambda n: sample(model, latents, poses, text, steps=n)}
+    compile_seconds = None
+    if compile_model:
+        compiled = torch.compile(model, dynamic=False)
+        runs["posecrafter_compiled_s"] = lambda n: sample(compiled, latents, poses, text, steps=n)
+        compile_seconds = timed(device, lambda: runs["posecrafter_compiled_s"](1))[0]
+    for run in runs.values():
+        run(1)  # warm-up
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        best["pipeline"] = min(best["pipeline"], timed(device, lambda: run_pipeline(steps))[0])
-        best["ours"] = min(best["ours"], timed(device, lambda: run_ours(steps))[0])
-    return model, best["pipeline"] / (frames * steps), best["ours"] / (frames * steps)
+        for name, run in runs.items():
+            best[name] = min(best[name], timed(device, lambda: run(steps))[0])
+    return model, {name: seconds / (frames * steps) for name, seconds in best.items()}, compile_seconds
 
 
 def sampling_run(model, frames, size, steps, device, context_length, context_overlap):
@@ -200,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--context-overlap", type=int, default=4)
     parser.add_argument("--tune-steps", type=int, default=None, help="tuning steps timed (10 on GPU, 2 on CPU)")
     parser.add_argument("--channels-last", action="store_true", help="run the models in channels-last memory format")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our sampler on the torch.compile'd model (compiling takes minutes)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/<device>.json)")
     args = parser.parse_args(argv)
 
@@ -215,16 +224,19 @@ def main(argv=None):
     ratio_frames = 16 if gpu else 4
 
     report = {"device": device_name(device), "dtype": str(dtype).replace("torch.", ""), "size": size,
-              "torch": torch.__version__, "channels_last": args.channels_last}
+              "torch": torch.__version__, "channels_last": args.channels_last, "compile": args.compile}
     progress(f"building full-size models on {report['device']} ({report['dtype']})")
     unet, controlnet = build_stock_models(dtype, device)
     if args.channels_last:
         unet.to(memory_format=torch.channels_last)
         controlnet.to(memory_format=torch.channels_last)
     progress("diffusers pipeline against our sampler")
-    model, pipeline, ours = per_frame_step_comparison(unet, controlnet, ratio_frames, size, steps, device)
-    report["per_frame_step"] = {"frames": ratio_frames, "diffusers_pipeline_s": pipeline, "posecrafter_s": ours,
-                                "ratio": ours / pipeline}
+    model, seconds, compile_seconds = per_frame_step_comparison(unet, controlnet, ratio_frames, size, steps, device,
+                                                                args.compile)
+    report["per_frame_step"] = {"frames": ratio_frames, **seconds,
+                                "ratio": seconds["posecrafter_s"] / seconds["diffusers_pipeline_s"]}
+    if args.compile:
+        report["per_frame_step"]["compile_s"] = compile_seconds
 
     report["sampling"] = []
     for m in frames:
@@ -250,13 +262,18 @@ def main(argv=None):
 
 
 def format_table(report) -> str:
-    lines = [f"PoseCrafter benchmark: {report['device']}, {report['dtype']}, {report['size']}x{report['size']} px, "
-             f"torch {report['torch']}", ""]
+    layout = ", channels-last" if report["channels_last"] else ""
+    lines = [f"PoseCrafter benchmark: {report['device']}, {report['dtype']}{layout}, "
+             f"{report['size']}x{report['size']} px, torch {report['torch']}", ""]
     ratio = report["per_frame_step"]
     lines += ["| per frame and step, guidance 1 | seconds |", "|---|---|",
               f"| diffusers StableDiffusionControlNetPipeline ({ratio['frames']} images) | {ratio['diffusers_pipeline_s']:.4f} |",
               f"| PoseCrafter sampler ({ratio['frames']} frames) | {ratio['posecrafter_s']:.4f} |",
-              f"| ratio PoseCrafter / diffusers | {ratio['ratio']:.3f} |", ""]
+              f"| ratio PoseCrafter / diffusers | {ratio['ratio']:.3f} |"]
+    if "posecrafter_compiled_s" in ratio:
+        lines += [f"| PoseCrafter sampler, torch.compile ({ratio['compile_s']:.0f} s to compile) | "
+                  f"{ratio['posecrafter_compiled_s']:.4f} |"]
+    lines += [""]
     lines += ["| sampling: frames (M + reference) | windows | s / step | 50 steps (estimate) | peak memory GB |",
               "|---|---|---|---|---|"]
     for r in report["sampling"]:
