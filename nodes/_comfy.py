@@ -65,10 +65,11 @@ def list_models(kind, files=True, folders=False):
 
 
 def find_model(kind, name):
-    """Full path of a listed model, or None."""
+    """Full path of a model by its listed name, or None. Names that climb out of the folder ('../x', an
+    absolute path) are never resolved: API prompts can send any string, and only our folders are read."""
     for root in model_dirs(kind):
-        path = os.path.join(root, *name.split("/"))
-        if os.path.exists(path):
+        path = os.path.normpath(os.path.join(root, *name.split("/")))
+        if os.path.commonpath([os.path.normpath(root), path]) == os.path.normpath(root) and os.path.exists(path):
             return path
     return None
 

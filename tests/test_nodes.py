@@ -172,6 +172,21 @@ def test_validate_inputs_name_the_folders(tmp_path, monkeypatch):
     assert "not found in models/posecrafter" in tuned.VALIDATE_INPUTS(tuned_weights="gone.safetensors")
 
 
+def test_model_names_cannot_leave_the_model_folders(tmp_path, monkeypatch):
+    """An API prompt can send any string as a model name; only files inside the model folders resolve."""
+    monkeypatch.setenv("POSECRAFTER_MODELS_DIR", str(tmp_path / "models"))
+    (tmp_path / "models" / "checkpoints" / "sub").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "sub" / "sd15.safetensors").write_bytes(b"")
+    (tmp_path / "outside.safetensors").write_bytes(b"")
+    find = pack_module("nodes._comfy").find_model
+    assert find("checkpoints", "sub/sd15.safetensors") == str(tmp_path / "models" / "checkpoints" / "sub" / "sd15.safetensors")
+    assert find("checkpoints", "sub/../sub/sd15.safetensors") is not None
+    assert find("checkpoints", "../../outside.safetensors") is None
+    assert find("checkpoints", str(tmp_path / "outside.safetensors")) is None
+    loader = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterModelLoader"]
+    assert "not found in models/checkpoints" in loader.VALIDATE_INPUTS(checkpoint="../../outside.safetensors")
+
+
 def test_validate_inputs_name_inputs_comfyui_reports_against():
     """ComfyUI (execution.py, validate_inputs) passes VALIDATE_INPUTS only the prompt inputs its signature
     names (linked ones as None) and reports a returned message once per input it passed: a signature
