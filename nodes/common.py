@@ -12,6 +12,16 @@ def prompt_embeds(conditioning, input_name, text_width):
     """The [1,77,text_width] text embedding inside a CONDITIONING from CLIP Text Encode (a copy)."""
     if not isinstance(conditioning, list) or not conditioning or not torch.is_tensor(conditioning[0][0]):
         raise ValueError(f"'{input_name}' is not a CONDITIONING: connect a CLIP Text Encode (Prompt) node")
+    if len(conditioning) > 1:
+        raise ValueError(
+            f"'{input_name}' holds {len(conditioning)} conditionings (e.g. from Conditioning Combine) but PoseCrafter "
+            "takes one prompt: connect a single CLIP Text Encode (Prompt) node"
+        )
+    if "control" in conditioning[0][1]:
+        raise ValueError(
+            f"'{input_name}' carries a ComfyUI ControlNet (Apply ControlNet), which PoseCrafter would ignore: it uses "
+            "the OpenPose ControlNet of its Model Loader. Connect the CLIP Text Encode (Prompt) node directly"
+        )
     embeds = conditioning[0][0]
     if embeds.ndim != 3 or embeds.shape[-1] != text_width:
         raise ValueError(

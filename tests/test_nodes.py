@@ -123,6 +123,10 @@ def test_latent_helpers_copy_and_check():
         common.prompt_embeds([[torch.randn(1, 77, 1024), {}]], "positive", 768)
     with pytest.raises(ValueError, match="'negative' is not a CONDITIONING"):
         common.prompt_embeds(None, "negative", 768)
+    with pytest.raises(ValueError, match="'positive' holds 2 conditionings"):
+        common.prompt_embeds(cond + cond, "positive", 768)
+    with pytest.raises(ValueError, match="'positive' carries a ComfyUI ControlNet"):
+        common.prompt_embeds([[cond[0][0], {"control": object()}]], "positive", 768)
 
 
 def test_sanitised_tuned_file_names():
