@@ -118,6 +118,8 @@ class Progress:
 
     def __init__(self, total, desc):
         self.total = total
+        self.desc = desc
+        self._log_every = max(1, total // 20)
         if IN_COMFYUI:
             self._bar = _utils.ProgressBar(total)
             self._tqdm = None
@@ -132,6 +134,9 @@ class Progress:
         if self._bar is not None:
             _mm.throw_exception_if_processing_interrupted()
             self._bar.update_absolute(done, self.total)
+            if postfix and (done % self._log_every == 0 or done == self.total):  # e.g. the loss, 20 times a run
+                log.info("%s %d/%d %s", self.desc, done, self.total,
+                         " ".join(f"{key}={value}" for key, value in postfix.items()))
         else:
             self._tqdm.update(done - self._tqdm.n)
             if postfix:
