@@ -205,33 +205,32 @@ def _check_detector(session, path: Path) -> None:
     anchors = sum((DETECTOR_SIZE // s) ** 2 for s in DETECTOR_STRIDES)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if not (
-        len(inputs) == 1 and inputs[0].name == "images"
-        and _matches(inputs[0].shape, [None, 3, DETECTOR_SIZE, DETECTOR_SIZE])
+        len(inputs) == 1 and _matches(inputs[0].shape, [None, 3, DETECTOR_SIZE, DETECTOR_SIZE])
         and len(outputs) == 1 and _matches(outputs[0].shape, [None, anchors, 5 + DETECTOR_CLASSES])
     ):
         raise ValueError(
-            f"{DETECTOR_FILE}: {path} is not the YOLOX-L detector (expected input 'images' [1, 3, {DETECTOR_SIZE}, "
+            f"{DETECTOR_FILE}: {path} is not the YOLOX-L detector (expected one input [1, 3, {DETECTOR_SIZE}, "
             f"{DETECTOR_SIZE}] and output [1, {anchors}, {5 + DETECTOR_CLASSES}]; got inputs {_describe(inputs)}, "
             f"outputs {_describe(outputs)}); replace it with {DETECTOR_FILE} from {MODEL_SOURCE}"
         )
 
 
 def _check_pose_model(session, path: Path) -> tuple[int, int]:
-    """Validate the DWPose graph and return its input size (width, height), read from the model."""
+    """Validate the DWPose graph and return its input size (width, height), read from the model. Inputs and
+    outputs are checked by shape and order (SimCC x, then y), not by name, as every DWPose runner reads them."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = inputs[0].shape if len(inputs) == 1 else []
     height, width = (shape[2], shape[3]) if len(shape) == 4 else (None, None)
-    named = {o.name: o.shape for o in outputs}
     valid = (
-        len(inputs) == 1 and inputs[0].name == "input" and isinstance(width, int) and isinstance(height, int)
-        and _matches(shape, [None, 3, height, width]) and set(named) == {"simcc_x", "simcc_y"}
-        and _matches(named["simcc_x"], [None, WHOLEBODY_POINTS, width * SIMCC_SPLIT_RATIO])
-        and _matches(named["simcc_y"], [None, WHOLEBODY_POINTS, height * SIMCC_SPLIT_RATIO])
+        len(inputs) == 1 and isinstance(width, int) and isinstance(height, int)
+        and _matches(shape, [None, 3, height, width]) and len(outputs) == 2
+        and _matches(outputs[0].shape, [None, WHOLEBODY_POINTS, width * SIMCC_SPLIT_RATIO])
+        and _matches(outputs[1].shape, [None, WHOLEBODY_POINTS, height * SIMCC_SPLIT_RATIO])
     )
     if not valid:
         raise ValueError(
-            f"{POSE_MODEL_FILE}: {path} is not the DWPose whole-body model (expected input 'input' [1, 3, 384, 288] "
-            f"and outputs 'simcc_x' [1, 133, 576], 'simcc_y' [1, 133, 768]; got inputs {_describe(inputs)}, "
+            f"{POSE_MODEL_FILE}: {path} is not the DWPose whole-body model (expected one input [1, 3, 384, 288] "
+            f"and outputs SimCC x [1, 133, 576], SimCC y [1, 133, 768]; got inputs {_describe(inputs)}, "
             f"outputs {_describe(outputs)}); replace it with {POSE_MODEL_FILE} from {MODEL_SOURCE}"
         )
     return width, height
@@ -298,13 +297,13 @@ class DWPoseExtractor:
     def detect_people(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes [n, 4] and scores [n] in one uint8 RGB frame [H, W, 3]."""
         image, ratio = letterbox(frame)
-        (prediction,) = self.detector.run(None, {"images": image[None]})
+        (prediction,) = self.detector.run(None, {self.detector.get_inputs()[0].name: image[None]})
         return decode_person_boxes(prediction[0], ratio)
 
     def estimate_pose(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The 134-point OpenPose-ordered pose (points [134, 2], scores [134]) of the person in ``box``."""
         crop, centre, scale = pose_crop(frame, box, self.pose_input_size)
-        simcc_x, simcc_y = self.pose_model.run(["simcc_x", "simcc_y"], {"input": crop[None]})
+        simcc_x, simcc_y = self.pose_model.run(None, {self.pose_model.get_inputs()[0].name: crop[None]})
         points, scores = decode_simcc(simcc_x[0], simcc_y[0], centre, scale, self.pose_input_size)
         return wholebody_to_openpose(points, scores)
 

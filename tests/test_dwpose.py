@@ -53,7 +53,7 @@ def save(graph, path):
     onnx.save(model, str(path))
 
 
-def build_detector(path):
+def build_detector(path, input_name="images"):
     """A stand-in YOLOX: the person row's objectness is scaled by how bright the frame is, so a black
     frame (its letterbox maximum is the 114 padding) has nobody in it."""
     boxes = np.zeros((1, 8400, 85), np.float32)
@@ -61,7 +61,7 @@ def build_detector(path):
     objectness = np.zeros((1, 8400, 85), np.float32)
     objectness[0, PERSON_ROW, 4] = 0.9
     nodes = [
-        helper.make_node("ReduceMax", ["images"], ["brightest"], keepdims=0),
+        helper.make_node("ReduceMax", [input_name], ["brightest"], keepdims=0),
         helper.make_node("Sub", ["brightest", "fill"], ["above_fill"]),
         helper.make_node("Div", ["above_fill", "range"], ["ratio"]),
         helper.make_node("Clip", ["ratio", "zero", "one"], ["presence"]),
@@ -73,14 +73,14 @@ def build_detector(path):
     initializers += [numpy_helper.from_array(boxes, "boxes"), numpy_helper.from_array(objectness, "objectness")]
     graph = helper.make_graph(
         nodes, "tiny_yolox",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [1, 3, 640, 640])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8400, 85])],
         initializers,
     )
     save(graph, path)
 
 
-def build_pose_model(path, input_name="input", input_shape=(1, 3, 384, 288)):
+def build_pose_model(path, input_name="input", input_shape=(1, 3, 384, 288), output_names=("simcc_x", "simcc_y")):
     """A stand-in DWPose whose SimCC outputs peak at known bins (0.9 in x, 0.8 in y) for SIMCC_PEAKS."""
     simcc_x = np.zeros((1, 133, 576), np.float32)
     simcc_y = np.zeros((1, 133, 768), np.float32)
@@ -88,11 +88,12 @@ def build_pose_model(path, input_name="input", input_shape=(1, 3, 384, 288)):
         simcc_x[0, index, 96 * a] = 0.9
         simcc_y[0, index, 96 * b] = 0.8
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["x_bins"], ["simcc_x"]), helper.make_node("Identity", ["y_bins"], ["simcc_y"])],
+        [helper.make_node("Identity", ["x_bins"], [output_names[0]]),
+         helper.make_node("Identity", ["y_bins"], [output_names[1]])],
         "tiny_dwpose",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))],
-        [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, 133, 576]),
-         helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, 133, 768])],
+        [helper.make_tensor_value_info(output_names[0], TensorProto.FLOAT, [1, 133, 576]),
+         helper.make_tensor_value_info(output_names[1], TensorProto.FLOAT, [1, 133, 768])],
         [numpy_helper.from_array(simcc_x, "x_bins"), numpy_helper.from_array(simcc_y, "y_bins")],
     )
     save(graph, path)
@@ -213,6 +214,17 @@ def test_extraction_maps_simcc_peaks_back_to_the_original_frame(extractor):
     assert poses.visible[0].sum() == 10  # the 9 peaks and the neck
 
 
+def test_graphs_are_run_by_their_own_input_and_output_names(extractor, tmp_path):
+    """Exports name their tensors differently; inputs are taken from the graph and outputs by order (x, y)."""
+    build_detector(tmp_path / "yolox_l.onnx", input_name="data")
+    build_pose_model(tmp_path / "dw-ll_ucoco_384.onnx", input_name="image", output_names=("output", "1234"))
+    frames = torch.ones(2, FRAME_H, FRAME_W, 3)
+    renamed = DWPoseExtractor([tmp_path]).extract(frames).poses
+    expected = extractor.extract(frames).poses
+    np.testing.assert_array_equal(renamed.points, expected.points)
+    np.testing.assert_array_equal(renamed.scores, expected.scores)
+
+
 def test_numpy_frames_and_frames_without_anybody(extractor):
     frames = np.ones((4, FRAME_H, FRAME_W, 3), np.float32)
     frames[[0, 2]] = 0.0  # black: the stand-in detector finds nobody
@@ -278,7 +290,7 @@ def test_a_wrong_graph_is_rejected(model_dirs, tmp_path):
         DWPoseExtractor([tmp_path] + model_dirs)
     wrong = tmp_path / "wrong_input"
     wrong.mkdir()
-    build_pose_model(wrong / "dw-ll_ucoco_384.onnx", input_name="image")
+    build_pose_model(wrong / "dw-ll_ucoco_384.onnx", input_shape=(1, 3, 256, 192))  # SimCC bins need 384x288
     with pytest.raises(ValueError, match="dw-ll_ucoco_384.onnx: .* is not the DWPose whole-body model"):
         DWPoseExtractor([wrong] + model_dirs)
     garbage = tmp_path / "garbage"
