@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
+from einops import rearrange
 from torch import nn
 
 
@@ -21,11 +22,6 @@ class FrameLayout:
 
     num_frames: int = 1
     key_index: int = 0
-
-    def videos(self, batch_times_frames: int) -> int:
-        if batch_times_frames % self.num_frames:
-            raise ValueError(f"a batch of {batch_times_frames} frames does not split into videos of {self.num_frames}")
-        return batch_times_frames // self.num_frames
 
 
 class KeyFrameAttnProcessor:
@@ -41,22 +37,15 @@ class KeyFrameAttnProcessor:
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None) -> torch.Tensor:
-        frames, key_index = self.layout.num_frames, self.layout.key_index
-        batch_frames, tokens, _ = hidden_states.shape
-        videos = self.layout.videos(batch_frames)
-        key_tokens = hidden_states.unflatten(0, (videos, frames))[:, key_index]  # (B, S, C)
+        frames, heads = self.layout.num_frames, attn.heads
+        key_tokens = rearrange(hidden_states, "(b f) s c -> b f s c", f=frames)[:, self.layout.key_index]
 
-        query = attn.to_q(hidden_states)  # (B*F, S, inner)
-        key = attn.to_k(key_tokens)
-        value = attn.to_v(key_tokens)
-        heads = attn.heads
-        head_dim = query.shape[-1] // heads
-        # All F*S queries of a video share the key frame's S keys: (B, heads, F*S, d) against (B, heads, S, d).
-        query = query.view(videos, frames * tokens, heads, head_dim).transpose(1, 2)
-        key = key.view(videos, tokens, heads, head_dim).transpose(1, 2)
-        value = value.view(videos, tokens, heads, head_dim).transpose(1, 2)
+        # All F*S queries of a video share the key frame's S keys and values.
+        query = rearrange(attn.to_q(hidden_states), "(b f) s (h d) -> b h (f s) d", f=frames, h=heads)
+        key = rearrange(attn.to_k(key_tokens), "b s (h d) -> b h s d", h=heads)
+        value = rearrange(attn.to_v(key_tokens), "b s (h d) -> b h s d", h=heads)
         out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch_frames, tokens, heads * head_dim).to(query.dtype)
+        out = rearrange(out, "b h (f s) d -> (b f) s (h d)", f=frames).to(query.dtype)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -75,13 +64,10 @@ class TemporalAttentionHook:
 
     def __call__(self, attn1: Attention, args, kwargs, output: torch.Tensor) -> torch.Tensor:
         normed = args[0] if args else kwargs["hidden_states"]
-        frames = self.layout.num_frames
-        batch_frames, tokens, channels = normed.shape
-        videos = self.layout.videos(batch_frames)
-        # (B*F, S, C) -> (B*S, F, C): attend along the frames of each spatial position.
-        sequences = normed.view(videos, frames, tokens, channels).transpose(1, 2).reshape(-1, frames, channels)
-        attended = self.block.attn_temp(sequences)
-        attended = attended.view(videos, tokens, frames, channels).transpose(1, 2).reshape(batch_frames, tokens, channels)
+        frames, tokens = self.layout.num_frames, normed.shape[1]
+        # Attend along the frames of each spatial position.
+        attended = self.block.attn_temp(rearrange(normed, "(b f) s c -> (b s) f c", f=frames))
+        attended = rearrange(attended, "(b s) f c -> (b f) s c", s=tokens)
         conv = self.block.conv_temp  # a 1x1 conv over channels is a linear map per token
         return output + F.linear(attended, conv.weight.flatten(1), conv.bias)
 

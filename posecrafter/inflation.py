@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from diffusers import ControlNetModel, UNet2DConditionModel
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
+from einops import rearrange
 from torch import nn
 
 from .attention import FrameLayout, add_temporal_attention, use_key_frame_attention
@@ -33,9 +34,9 @@ class FrameJointGroupNorm(nn.GroupNorm):
         self.layout = layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        video = x.unflatten(0, (self.layout.videos(x.shape[0]), self.layout.num_frames)).transpose(1, 2)
+        video = rearrange(x, "(b f) c h w -> b c f h w", f=self.layout.num_frames)
         out = F.group_norm(video, self.num_groups, self.weight, self.bias, self.eps)
-        return out.transpose(1, 2).flatten(0, 1)
+        return rearrange(out, "b c f h w -> (b f) c h w")
 
 
 def _joint_resnet_norms(model: nn.Module, layout: FrameLayout) -> None:
