@@ -11,8 +11,9 @@ Two update rules (README, "Tuning: the update rule"):
   only the trainable gradients are unscaled and zeroed after each step, so the frozen gradients stay scaled
   by S and accumulate (here in fp32 buffers, whatever the frozen weights' dtype); the global norm over all of
   them is clipped to 1.0, which shrinks the trainable gradients by roughly 1 / (S * |g_frozen|) before AdamW.
-  A non-finite trainable gradient skips the step and halves S, as a GradScaler does. Frozen weights never
-  change (they are not in the optimizer).
+  A non-finite gradient skips the step and halves S, as a GradScaler does; unlike the official code, a
+  non-finite frozen gradient counts too and is kept out of its buffer. Frozen weights never change (they
+  are not in the optimizer).
 - ``"clean"`` (lr 3e-5, ControlVideo's own default) freezes everything else and clips the trainable
   gradients alone, as ordinary fine-tuning does.
 """
@@ -103,6 +104,7 @@ class OneShotTuner:
         trainable_ids = {id(p) for p in self.trainable}
         frozen = [p for p in model.parameters() if id(p) not in trainable_ids]
         self.frozen_grads: dict[torch.nn.Parameter, torch.Tensor] = {}  # "paper": fp32, S-scaled, accumulated
+        self._frozen_finite: list[torch.Tensor] = []  # per frozen gradient of the current step: all finite?
         self._hooks = []
         if update_rule == "paper":  # gradients flow into every weight (spec 3)
             for param in frozen:
@@ -148,19 +150,27 @@ class OneShotTuner:
         return loss.item()
 
     def _accumulate_frozen_grad(self, param: torch.nn.Parameter) -> None:
-        """Move a frozen weight's new gradient into its fp32 accumulator (never zeroed, spec 3)."""
+        """Move a frozen weight's new gradient into its fp32 accumulator (never zeroed, spec 3).
+
+        A non-finite gradient (an fp16 overflow) is left out and makes the step a skipped one. The official
+        code adds it, and the global norm, hence every later update, becomes NaN for good."""
+        finite = torch.isfinite(param.grad).all()
+        self._frozen_finite.append(finite)
+        grad = torch.where(finite, param.grad, 0.0)
         if param in self.frozen_grads:
-            self.frozen_grads[param].add_(param.grad)
+            self.frozen_grads[param].add_(grad)
         else:
-            self.frozen_grads[param] = param.grad.float()
+            self.frozen_grads[param] = grad.float()
         param.grad = None
 
     def _paper_update(self, loss: torch.Tensor) -> None:
+        self._frozen_finite = []
         (loss * self.loss_scale).backward()
         grads = [p.grad for p in self.trainable if p.grad is not None]
         for grad in grads:
             grad.div_(self.loss_scale)
-        if not all(torch.isfinite(grad).all() for grad in grads):
+        finite = torch.stack([torch.isfinite(grad).all() for grad in grads] + self._frozen_finite).all()
+        if not finite:  # one device-to-host sync per step
             self.loss_scale /= 2
             self.skipped_steps += 1
         else:

@@ -1,5 +1,6 @@
 """One-shot tuning (spec 3): update rules, frozen weights, tuned-weight files."""
 import copy
+import math
 
 import pytest
 import torch
@@ -236,4 +237,25 @@ def test_paper_rule_skips_a_step_with_a_non_finite_gradient_and_halves_the_loss_
     assert all(torch.equal(p, before[n]) for n, p in trainable.items())  # no AdamW step was taken
     tuner.step(tuner.sample_clip())
     assert tuner.skipped_steps == 1 and not torch.equal(trainable[name], before[name])
+    tuner.close()
+
+
+def test_paper_rule_skips_a_step_whose_frozen_gradient_overflows_and_stays_finite():
+    """An fp16 overflow in a frozen weight's gradient must not reach the accumulators: added there, it makes
+    the global norm, and through the clip every later trainable update, NaN for good."""
+    model = _model()
+    latents, poses, text = video_inputs(4, seed=2)
+    tuner = OneShotTuner(model, latents, poses, text, update_rule="paper", seed=1)
+    frozen = model.controlnet.controlnet_cond_embedding.conv_in.weight
+    handle = frozen.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+    before = {n: p.clone() for n, p in model.trainable_parameters().items()}
+    tuner.step(tuner.sample_clip())
+    handle.remove()
+    assert tuner.skipped_steps == 1 and tuner.loss_scale == LOSS_SCALE / 2
+    assert all(torch.equal(p, before[n]) for n, p in model.trainable_parameters().items())
+    assert all(torch.isfinite(g).all() for g in tuner.frozen_grads.values())
+    losses = [tuner.step(tuner.sample_clip()) for _ in range(3)]
+    assert tuner.skipped_steps == 1 and all(map(math.isfinite, losses))
+    assert all(torch.isfinite(p).all() for p in model.trainable_parameters().values())
+    assert any(not torch.equal(p, before[n]) for n, p in model.trainable_parameters().items())
     tuner.close()
