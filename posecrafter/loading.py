@@ -3,10 +3,13 @@
 Accepted inputs:
 - an SD1.5 single-file checkpoint in the original LDM layout (``.safetensors``, or ``.ckpt`` read with
   ``torch.load(weights_only=True)``), converted with diffusers' own LDM key map and the SD1.5 config
-  shipped in ``posecrafter/configs``;
+  shipped in ``posecrafter/configs``; its VAE, text encoder and EMA tensors are not read;
 - an OpenPose ControlNet v1.1 file (``control_v11p_sd15_openpose.pth`` or the fp16 ``.safetensors``
-  variants, with or without the ``control_model.`` prefix), with the shipped ControlNet config;
-- a diffusers-format folder (``config.json`` + weights, or a pipeline folder with ``unet/``/``controlnet/``).
+  variants, with or without the ``control_model.`` prefix), or the v1.0 ``control_sd15_openpose.pth``
+  (ControlNet and SD1.5 in one file, of which only the ``control_model.`` part is used), with the shipped
+  ControlNet config;
+- a diffusers-format folder (``config.json`` + weights, full precision or the ``fp16`` variant, or a
+  pipeline folder with ``unet/``/``controlnet/``).
 
 Every load is strict: missing or unexpected tensors and wrong shapes raise a ``ValueError`` that names the
 file and says what it looks like.
@@ -21,8 +24,7 @@ from pathlib import Path
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint, convert_ldm_unet_checkpoint
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SD15_UNET_CONFIG = CONFIG_DIR / "sd15_unet"
@@ -30,17 +32,24 @@ OPENPOSE_CONTROLNET_CONFIG = CONFIG_DIR / "openpose_controlnet"
 
 _LDM_UNET_PREFIX = "model.diffusion_model."
 _LDM_CONTROLNET_PREFIX = "control_model."
-_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+_NOT_UNET_PREFIXES = ("first_stage_model.", "cond_stage_model.", "model_ema.")  # VAE, text encoder, EMA copy
+# Full precision first: a folder holding both uses that one.
+_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                 "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.fp16.bin")
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a weights file: safetensors directly, pickled files only with ``weights_only=True``."""
+def read_state_dict(path: str | os.PathLike, keep=None) -> dict[str, torch.Tensor]:
+    """Read a weights file: safetensors directly, pickled files only with ``weights_only=True``.
+    ``keep`` picks, from the list of the file's tensor names, the ones to return (all by default);
+    safetensors files read only those, pickles are read whole (the format cannot skip tensors)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     try:
-        if path.suffix in (".safetensors", ".sft"):
-            return load_file(str(path))
+        if path.suffix.lower() in (".safetensors", ".sft"):
+            with safe_open(str(path), framework="pt") as handle:
+                names = list(handle.keys())
+                return {name: handle.get_tensor(name) for name in (keep(names) if keep else names)}
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as error:
         raise ValueError(
@@ -56,19 +65,41 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path.name} is not a checkpoint: it does not hold a dictionary of tensors")
-    return state
+    return {name: state[name] for name in keep(list(state))} if keep else state
+
+
+def _unet_part(names: list[str]) -> list[str]:
+    """The tensors of a single-file SD checkpoint that a UNet load may need."""
+    return [n for n in names if not n.startswith(_NOT_UNET_PREFIXES)]
+
+
+def _controlnet_part(names: list[str]) -> list[str]:
+    """A ControlNet v1.0 file holds the ControlNet (``control_model.``) and the whole SD1.5 model: only
+    the former is read. A difference ControlNet is marked by a ``difference`` tensor, kept to name it."""
+    if any(n.startswith(_LDM_CONTROLNET_PREFIX) for n in names):
+        return [n for n in names if n.startswith(_LDM_CONTROLNET_PREFIX) or n == "difference"]
+    return names
+
+
+def _input_channels_kind(channels: int) -> str:
+    """What a UNet with ``channels`` latent input channels (text-to-image SD has 4) is."""
+    kind = {9: "an inpainting", 8: "an instruct-pix2pix"}.get(channels, "a")
+    return f"{kind} model ({channels} input channels; text-to-image models have 4)"
 
 
 def _unet_layout(state: dict[str, torch.Tensor], name: str) -> str:
     """``"ldm"`` for an original SD1.5 checkpoint, ``"diffusers"`` for a diffusers UNet saved as one file;
     a ValueError saying what the file looks like otherwise."""
     keys = state.keys()
+    conv_in = state.get(_LDM_UNET_PREFIX + "input_blocks.0.0.weight", state.get("conv_in.weight"))
     if any(k.startswith("conditioner.embedders.") or k.startswith(_LDM_UNET_PREFIX + "label_emb") for k in keys):
         looks_like = "an SDXL checkpoint"
-    elif any(k.startswith(("double_blocks.", _LDM_UNET_PREFIX + "double_blocks.", "joint_blocks.")) for k in keys):
+    elif any(k.removeprefix(_LDM_UNET_PREFIX).startswith(("double_blocks.", "joint_blocks.")) for k in keys):
         looks_like = "a Flux or SD3 checkpoint"
     elif any(k.startswith(_LDM_CONTROLNET_PREFIX) or k.startswith("input_hint_block.") for k in keys):
         looks_like = "a ControlNet, not a base model"
+    elif conv_in is not None and conv_in.shape[1] != 4:
+        looks_like = _input_channels_kind(conv_in.shape[1])
     elif any(k.startswith(_LDM_UNET_PREFIX) for k in keys):
         cross = state.get(_LDM_UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
         if cross is None or cross.shape[1] != 1024:
@@ -78,7 +109,7 @@ def _unet_layout(state: dict[str, torch.Tensor], name: str) -> str:
         return "diffusers"
     else:
         looks_like = "neither an SD1.5 checkpoint nor a diffusers UNet"
-    raise ValueError(f"{name} looks like {looks_like}; PoseCrafter needs an SD1.5 checkpoint")
+    raise ValueError(f"{name} looks like {looks_like}; PoseCrafter needs an SD1.5 text-to-image checkpoint")
 
 
 def _strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, dtype, device):
@@ -123,6 +154,11 @@ def _check_sd15_config(config: dict, source: str):
         raise ValueError(f"{source} looks like an SDXL model; PoseCrafter needs an SD1.5 model")
     if config.get("cross_attention_dim") == 1024:
         raise ValueError(f"{source} looks like an SD2.x model; PoseCrafter needs an SD1.5 model")
+    if config.get("in_channels", 4) != 4:
+        raise ValueError(
+            f"{source} looks like {_input_channels_kind(config['in_channels'])}; "
+            "PoseCrafter needs an SD1.5 text-to-image model"
+        )
 
 
 def _load_folder(path: Path, subfolder: str, model_class, dtype, device):
@@ -131,7 +167,8 @@ def _load_folder(path: Path, subfolder: str, model_class, dtype, device):
     if folder is None:
         raise ValueError(
             f"{path} is not a diffusers model folder: it needs config.json and "
-            f"diffusion_pytorch_model.safetensors (directly or in a {subfolder}/ subfolder)"
+            f"diffusion_pytorch_model.safetensors, .bin or their .fp16 variant (directly or in a {subfolder}/ "
+            "subfolder)"
         )
     config = model_class.load_config(str(folder))
     _check_sd15_config(config, str(path))
@@ -146,7 +183,7 @@ def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
     path = Path(path)
     if path.is_dir():
         return _load_folder(path, "unet", UNet2DConditionModel, dtype, device)
-    state = read_state_dict(path)
+    state = read_state_dict(path, _unet_part)
     config = UNet2DConditionModel.load_config(str(config_dir))
     if _unet_layout(state, path.name) == "ldm":
         ldm_count = sum(k.startswith(_LDM_UNET_PREFIX) for k in state)
@@ -161,12 +198,18 @@ def load_unet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
 
 def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
                     config_dir: str | os.PathLike = OPENPOSE_CONTROLNET_CONFIG) -> ControlNetModel:
-    """The OpenPose ControlNet v1.1 from its original file (with or without the ``control_model.`` prefix,
-    read with the config in ``config_dir``) or a diffusers folder."""
+    """The OpenPose ControlNet from its original v1.1 or v1.0 file (with or without the ``control_model.``
+    prefix, read with the config in ``config_dir``) or a diffusers folder."""
     path = Path(path)
     if path.is_dir():
         return _load_folder(path, "controlnet", ControlNetModel, dtype, device)
-    state = read_state_dict(path)
+    state = read_state_dict(path, _controlnet_part)
+    if "difference" in state:
+        raise ValueError(
+            f"{path.name} is a difference ControlNet (it stores changes to SD1.5 weights, not the ControlNet "
+            "itself); merge it with SD1.5 first, or use the full OpenPose ControlNet "
+            "(control_v11p_sd15_openpose_fp16.safetensors)"
+        )
     if any(k.startswith(_LDM_UNET_PREFIX) for k in state):
         raise ValueError(f"{path.name} looks like a base model checkpoint, not a ControlNet")
     if any("label_emb" in k for k in state):

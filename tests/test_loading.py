@@ -1,12 +1,16 @@
-"""Loading real checkpoint layouts (LDM single files, ControlNet v1.1 files, diffusers folders), offline."""
+"""Loading real checkpoint layouts (LDM single files, ControlNet v1.0/v1.1 files, diffusers folders), offline."""
+import contextlib
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers import UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 
-from posecrafter.loading import load_controlnet, load_unet
+from posecrafter import loading
+from posecrafter.loading import content_sha256, load_controlnet, load_unet
 from posecrafter.model import PoseCrafterModel
 from tests.tiny_models import UNET_CONFIG, tiny_controlnet, tiny_unet, video_inputs
 
@@ -68,6 +72,24 @@ def tiny_files(tmp_path):
     save_file(control, tmp_path / "openpose_tiny_noprefix.safetensors")
     torch.save({"state_dict": {"control_model." + k: v for k, v in control.items()}}, tmp_path / "openpose_tiny.pth")
     return tmp_path, unet, controlnet, _config_dir(tmp_path, "unet_cfg", unet), _config_dir(tmp_path, "cn_cfg", controlnet)
+
+
+@pytest.fixture
+def tensors_read(monkeypatch):
+    """The names of the tensors the loaders read from safetensors files."""
+    names = []
+    real_open = loading.safe_open
+
+    @contextlib.contextmanager
+    def recording_open(*args, **kwargs):
+        with real_open(*args, **kwargs) as handle:
+            def get_tensor(name):
+                names.append(name)
+                return handle.get_tensor(name)
+            yield SimpleNamespace(keys=handle.keys, get_tensor=get_tensor)
+
+    monkeypatch.setattr(loading, "safe_open", recording_open)
+    return names
 
 
 def _outputs(unet, controlnet):
@@ -164,3 +186,78 @@ def test_files_that_are_not_checkpoints_at_all(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(ValueError, match="not a diffusers model folder"):
         load_unet(tmp_path / "empty_dir")
+
+
+def test_a_full_sd_checkpoint_reads_only_the_unet_tensors(tiny_files, tensors_read):
+    path, unet, controlnet, unet_cfg, _ = tiny_files
+    full = load_file(path / "sd15_tiny.safetensors")
+    full["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.zeros(1, 77)
+    full["model_ema.diffusion_modelout2weight"] = torch.zeros(4, 16, 3, 3)
+    full["model_ema.decay"] = torch.tensor(0.9999)
+    save_file(full, path / "v1-5-pruned.safetensors")
+    loaded = load_unet(path / "v1-5-pruned.safetensors", config_dir=unet_cfg)
+    assert torch.equal(_outputs(loaded, controlnet), _outputs(unet, controlnet))
+    assert sorted(tensors_read) == sorted(k for k in full if k.startswith("model.diffusion_model."))
+
+
+def test_a_controlnet_v10_file_uses_only_its_control_model_part(tiny_files, tensors_read):
+    path, unet, controlnet, _, cn_cfg = tiny_files
+    control = {"control_model." + k: v for k, v in load_file(path / "openpose_tiny_noprefix.safetensors").items()}
+    control_ldm = {**load_file(path / "sd15_tiny.safetensors"), **control,
+                   "cond_stage_model.transformer.text_model.embeddings.position_ids": torch.zeros(1, 77)}
+    torch.save(control_ldm, path / "control_sd15_openpose.pth")
+    save_file(control_ldm, path / "control_sd15_openpose.safetensors")
+    for name in ("control_sd15_openpose.pth", "control_sd15_openpose.safetensors"):
+        loaded = load_controlnet(path / name, config_dir=cn_cfg)
+        assert torch.equal(_outputs(unet, loaded), _outputs(unet, controlnet)), name
+    assert sorted(tensors_read) == sorted(control)
+
+
+def test_a_difference_controlnet_is_named(tiny_files):
+    path, _, _, _, cn_cfg = tiny_files
+    diff = {"control_model." + k: v for k, v in load_file(path / "openpose_tiny_noprefix.safetensors").items()}
+    save_file({**diff, "difference": torch.tensor([1.0])}, path / "diff_control_sd15_openpose.safetensors")
+    with pytest.raises(ValueError, match="diff_control_sd15_openpose.safetensors is a difference ControlNet.*"
+                                         "merge it with SD1.5 first, or use the full OpenPose ControlNet"):
+        load_controlnet(path / "diff_control_sd15_openpose.safetensors", config_dir=cn_cfg)
+
+
+@pytest.mark.parametrize("channels, kind", [(9, "inpainting"), (8, "instruct-pix2pix")])
+def test_inpainting_and_instruct_pix2pix_unets_are_named(tiny_files, channels, kind):
+    path, _, _, unet_cfg, _ = tiny_files
+    ldm = load_file(path / "sd15_tiny.safetensors")
+    ldm["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(16, channels, 3, 3)
+    save_file(ldm, path / "edit.safetensors")
+    message = f"looks like an {kind} model \\({channels} input channels; text-to-image models have 4\\)"
+    with pytest.raises(ValueError, match="edit.safetensors " + message):
+        load_unet(path / "edit.safetensors", config_dir=unet_cfg)
+    UNet2DConditionModel(**{**UNET_CONFIG, "in_channels": channels}).save_pretrained(path / "edit_folder" / "unet")
+    with pytest.raises(ValueError, match="edit_folder " + message):
+        load_unet(path / "edit_folder")
+
+
+def test_sd3_checkpoint_with_the_ldm_prefix_is_named(tmp_path):
+    save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(6, 2)},
+              tmp_path / "sd3_medium.safetensors")
+    with pytest.raises(ValueError, match="sd3_medium.safetensors looks like a Flux or SD3 checkpoint"):
+        load_unet(tmp_path / "sd3_medium.safetensors")
+
+
+def test_diffusers_folders_with_the_fp16_variant_load_and_prefer_full_precision(tiny_files):
+    path, unet, controlnet, _, _ = tiny_files
+    unet.save_pretrained(path / "fp16_only" / "unet", variant="fp16")
+    assert torch.equal(_outputs(load_unet(path / "fp16_only"), controlnet), _outputs(unet, controlnet))
+    fp16_file = path / "fp16_only" / "unet" / "diffusion_pytorch_model.fp16.safetensors"
+    before = content_sha256(path / "fp16_only")
+    other = tiny_unet(seed=5)
+    save_file(other.state_dict(), fp16_file)
+    assert content_sha256(path / "fp16_only") != before
+    save_file(unet.state_dict(), fp16_file.with_name("diffusion_pytorch_model.safetensors"))
+    assert torch.equal(_outputs(load_unet(path / "fp16_only"), controlnet), _outputs(unet, controlnet))
+
+
+def test_upper_case_extensions_are_read_as_safetensors(tiny_files):
+    path, unet, controlnet, unet_cfg, _ = tiny_files
+    (path / "SD15_TINY.SAFETENSORS").write_bytes((path / "sd15_tiny.safetensors").read_bytes())
+    loaded = load_unet(path / "SD15_TINY.SAFETENSORS", config_dir=unet_cfg)
+    assert torch.equal(_outputs(loaded, controlnet), _outputs(unet, controlnet))
