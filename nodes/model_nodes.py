@@ -173,7 +173,7 @@ class OneShotTuner:
                 result = tuning.tune(
                     module,
                     latents.clone().to(device),
-                    pose_images.clone().to(device),
+                    pose_images.clone(),  # kept on the CPU: the tuner moves each step's clip
                     embeds.clone().to(device),
                     steps=steps or None,
                     lr=learning_rate or None,

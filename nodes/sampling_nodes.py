@@ -205,7 +205,7 @@ class TemporalSampler:
                     plan, lambda t: to_model_space(inversion.latent_at(t).to(device)), alpha
                 )
             return sampling.sample(
-                module, samples.to(device), pose_images.to(device), embeds.to(device),
+                module, samples.to(device), pose_images, embeds.to(device),  # poses move one window at a time
                 None if negative_embeds is None else negative_embeds.to(device),
                 steps=steps, guidance_scale=cfg, controlnet_scale=control_strength, key_index=position,
                 context_length=context_length or None, context_overlap=context_overlap,

@@ -89,7 +89,7 @@ class OneShotTuner:
             raise ValueError(f"lr must be positive, got {self.lr}")
         device = model.device
         self.latents = to_model_space(latents.to(device, torch.float32))
-        self.pose_images = pose_images.to(device, torch.float32)
+        self.pose_images = pose_images.float()  # stays where the caller keeps it: only a clip's go to the device
         self.prompt_embeds = prompt_embeds.to(device, torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
         self.noise_schedule = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
@@ -132,12 +132,14 @@ class OneShotTuner:
 
     def loss(self, clip: TrainingClip) -> torch.Tensor:
         """MSE between true and predicted noise on the clip; the clip's first frame is the key frame."""
-        noise = clip.noise.to(self.latents.device)
-        timestep = torch.tensor(clip.timestep, device=self.latents.device)
+        device = self.latents.device
+        noise = clip.noise.to(device)
+        timestep = torch.tensor(clip.timestep, device=device)
         noisy = self.noise_schedule.add_noise(self.latents[clip.frame_indices], noise, timestep)
+        poses = self.pose_images[clip.frame_indices].to(device)
         with self.autocast:
-            predicted = self.model(noisy, timestep, self.prompt_embeds, self.pose_images[clip.frame_indices],
-                                   num_frames=len(clip.frame_indices), key_index=0)
+            predicted = self.model(noisy, timestep, self.prompt_embeds, poses, num_frames=len(clip.frame_indices),
+                                   key_index=0)
         return F.mse_loss(predicted.float(), noise)
 
     def step(self, clip: TrainingClip) -> float:
