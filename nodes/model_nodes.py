@@ -10,6 +10,7 @@ from ..posecrafter.pose import from_pose_keypoint
 from . import _comfy
 from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds
 from .plot import loss_curve_image
+from .pose_nodes import release_dwpose_sessions
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -165,6 +166,7 @@ class OneShotTuner:
             progress.update(step, loss=f"{loss:.4f}")
 
         _comfy.free_memory_for_heavy_work()
+        release_dwpose_sessions()
         device = _comfy.torch_device()
         module = model.activate(device)
         try:

@@ -64,12 +64,18 @@ _extractors = {}
 
 
 def _extractor(dirs):
-    """One onnxruntime extractor per set of model files, kept between runs (loading the sessions is slow)."""
+    """One onnxruntime extractor per set of model files, kept until tuning or sampling needs the GPU (a
+    workflow extracts the training and the driving video's poses in a row; loading the sessions is slow)."""
     key = tuple(str(dwpose.find_model_file(name, dirs)) for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE))
     if key not in _extractors:
         _extractors.clear()
         _extractors[key] = dwpose.DWPoseExtractor(dirs)
     return _extractors[key]
+
+
+def release_dwpose_sessions():
+    """Drop the cached onnxruntime sessions, and with them their GPU memory, which ComfyUI cannot free."""
+    _extractors.clear()
 
 
 class PoseRender:

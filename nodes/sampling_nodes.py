@@ -11,6 +11,7 @@ from . import _comfy
 from .common import (
     CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds,
 )
+from .pose_nodes import release_dwpose_sessions
 
 EDIT_KEY = "posecrafter_edit"  # LATENT key carrying the latent editor's plan to the sampler (alpha > 1)
 STEPS_KEY = "posecrafter_inversion_steps"  # LATENT key: the DDIM steps of the inversion the latents start from
@@ -25,6 +26,7 @@ def _inserted_position(poses):
 def _run_model(model, work):
     """Run `work(module, device)` on the GPU with ComfyUI's models unloaded first and the cache emptied after."""
     _comfy.free_memory_for_heavy_work()
+    release_dwpose_sessions()
     device = _comfy.torch_device()
     module = model.activate(device)
     try:

@@ -184,3 +184,24 @@ def test_moving_the_model_under_inference_mode_keeps_it_tunable(move, monkeypatc
             handle.offload()
     assert model.device.type == "meta"
     assert not any(p.is_inference() for p in model.parameters())
+
+
+def test_tuning_and_sampling_drop_the_cached_dwpose_sessions(models):
+    """onnxruntime's GPU memory is out of ComfyUI's reach: the DWPose sessions, kept between the two pose
+    extractions of a workflow, are dropped before the UNet takes the GPU."""
+    (models / "dwpose").mkdir(exist_ok=True)
+    build_detector(models / "dwpose" / "yolox_l.onnx")
+    build_pose_model(models / "dwpose" / "dw-ll_ucoco_384.onnx")
+    cached = pack_module("nodes.pose_nodes")._extractors
+    (model,) = run("PoseCrafterModelLoader", "diffusers/tiny-sd15", "tiny-openpose", "fp32")
+    latent = {"samples": torch.randn(1, 4, SIZE // 8, SIZE // 8)}
+    frame = torch.full((1, SIZE, SIZE, 3), 0.9)
+
+    pose, _ = run("PoseCrafterDWPoseExtractor", frame, False)
+    assert cached
+    run("PoseCrafterDDIMInverter", model, latent, pose, conditioning(1), 1)
+    assert not cached
+    run("PoseCrafterDWPoseExtractor", frame, False)
+    assert cached
+    run("PoseCrafterOneShotTuner", model, latent, pose, conditioning(1), 1, 0.0, "clean", 0, False)
+    assert not cached
