@@ -43,7 +43,7 @@ def test_pack_registers_every_node_with_prefix_category_and_tooltips():
         "PoseCrafterModelLoader", "PoseCrafterDWPoseExtractor", "PoseCrafterPoseRender", "PoseCrafterOneShotTuner",
         "PoseCrafterSaveTuned", "PoseCrafterLoadTuned", "PoseCrafterReferenceFrameSelector",
         "PoseCrafterPoseInserter", "PoseCrafterDDIMInverter", "PoseCrafterLatentEditor",
-        "PoseCrafterTemporalSampler",
+        "PoseCrafterTemporalSampler", "PoseCrafterSelectFrames",
     }
     assert set(pack.NODE_CLASS_MAPPINGS) == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == expected
@@ -107,6 +107,24 @@ def test_reference_selector_picks_the_closest_training_frame():
     assert out["ui"]["text"] == [report]
     with pytest.raises(ValueError, match="'training_pose' has 4 frames but 'latent' has 5"):
         node("PoseCrafterReferenceFrameSelector").select(images, latent, training[:4], target)
+
+
+def test_select_frames_takes_frames_with_uniform_stride():
+    images = torch.arange(36, dtype=torch.float32).view(36, 1, 1, 1).expand(36, 4, 4, 3)
+    select = node("PoseCrafterSelectFrames").select
+
+    def picked(frames, clip=images):
+        (out,) = select(clip, frames)
+        assert out.shape[1:] == clip.shape[1:]
+        return out[:, 0, 0, 0].int().tolist()
+
+    assert picked(8) == [0, 4, 8, 12, 16, 20, 24, 28]  # the paper's TED setting: 8 of the first 36 frames
+    assert picked(5) == [0, 7, 14, 21, 28]  # stride floor(36 / 5) = 7
+    assert picked(1) == [0]
+    assert picked(0) == picked(36) == list(range(36))
+    assert picked(3, images[:10]) == [0, 3, 6]
+    with pytest.raises(ValueError, match="'frames' is 37 but the training video has only 36 frames: set frames to 36"):
+        select(images, 37)
 
 
 def test_latent_helpers_copy_and_check():
