@@ -242,6 +242,32 @@ def test_workflows_differ_where_they_should():
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_training_frames_are_selected_before_anything_uses_them(path):
+    """Select Frames (8 frames, the paper's main setting) sits between the training video and every
+    PoseCrafter node and VAE Encode: no path from the training video reaches them around it."""
+    api = json.loads((API_DIR / path.name).read_text())
+    (select,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterSelectFrames"]
+    assert api[select]["inputs"]["frames"] == 8
+    (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Training video")]
+
+    def sources(node_id):
+        return [value[0] for value in api[node_id]["inputs"].values() if isinstance(value, list)]
+
+    def reaches_training_video(node_id, through_select):
+        if node_id == training:
+            return True
+        if node_id == select and not through_select:
+            return False
+        return any(reaches_training_video(s, through_select) for s in sources(node_id))
+
+    users = [i for i, n in api.items() if n["class_type"].startswith("PoseCrafter") or n["class_type"] == "VAEEncode"]
+    assert not [i for i in users if reaches_training_video(i, through_select=False)]
+    (selector,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterReferenceFrameSelector"]
+    for name in ("images", "latent", "training_pose"):
+        assert reaches_training_video(api[selector]["inputs"][name][0], through_select=True), name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_nodes_do_not_overlap_on_the_canvas(path):
     """Node boxes (with the frontend's 30 px title bar above pos) are apart, so none hides another."""
     boxes = [(n["id"], n["pos"][0], n["pos"][1] - 30, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])

@@ -96,6 +96,8 @@ def small_prompt(name):
             inputs.update(width=SIZE, height=SIZE)
         elif node["class_type"] in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
             inputs["steps"] = 2
+        elif node["class_type"] == "PoseCrafterSelectFrames":
+            inputs["frames"] = 2  # frames 0 and 2 of the 4
         if node["class_type"] == "PoseCrafterTemporalSampler" and inputs["context_length"]:
             inputs.update(context_length=3, context_overlap=1)
     return prompt
@@ -195,7 +197,7 @@ def test_pack_loads_and_object_info_matches(comfyui):
 
     loaded = re.search(r"seconds( \(IMPORT FAILED\))?: .*comfyui-posecrafter", log)
     assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
-    assert len([name for name in info if name.startswith("PoseCrafter")]) == 11, log[-6000:]
+    assert len([name for name in info if name.startswith("PoseCrafter")]) == 12, log[-6000:]
     check_object_info(info)
 
 
