@@ -64,6 +64,10 @@ CORE_NODES = {
         "outputs": [],
     },
     "PreviewImage": {"inputs": [("images", "IMAGE", False, True)], "outputs": []},
+    # "Preview as Text" (comfy_extras/nodes_preview_any.py): its input takes any type ("*"). The frontend gives
+    # it three widgets of its own (the text box, a Markdown twin of it and the Markdown toggle) and stores a
+    # value for each; ComfyUI does not declare them and ignores them in a prompt, so the API twins leave them out.
+    "PreviewAny": {"inputs": [("source", "*", False, True)], "outputs": [], "frontend_widget_values": 3},
 }
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 # PoseCrafter combos listing the user's model files: their options depend on the machine.
@@ -160,7 +164,7 @@ def test_workflow_nodes_and_links(path, signatures):
         assert src_node["outputs"][src_slot]["type"] == out_type == kind, f"{path.name}: link {link_id} type"
         target = {name: slot_type(t) for name, t, _, _ in signatures[dst_node["type"]]["inputs"]}
         assert socket["name"] in target, f"{path.name}: {dst_node['type']} has no input {socket['name']}"
-        assert target[socket["name"]] == kind == socket["type"], (
+        assert socket["type"] == target[socket["name"]] in ("*", kind), (
             f"{path.name}: link {link_id} carries {kind} into {dst_node['type']}.{socket['name']} "
             f"({target[socket['name']]})"
         )
@@ -171,9 +175,11 @@ def test_workflow_nodes_and_links(path, signatures):
         for name, kind, is_widget, required in sig["inputs"]:
             if required and not is_widget:
                 assert name in connected, f"{path.name}: {node['type']} #{node['id']} input {name} is not connected"
-        # one value per widget, plus the frontend's extra value after seeds and upload combos
+        # one value per widget, plus the frontend's extra value after seeds and upload combos, plus the
+        # values of widgets the frontend adds itself
         widgets = [(name, kind) for name, kind, is_widget, _ in sig["inputs"] if is_widget]
-        expected = len(widgets) + sum(sig.get("extra_widget_values", {}).values())
+        extra = sum(sig.get("extra_widget_values", {}).values()) + sig.get("frontend_widget_values", 0)
+        expected = len(widgets) + extra
         values = node.get("widgets_values", [])
         assert len(values) == expected, f"{path.name}: {node['type']} #{node['id']} has {len(values)} widget values, expects {expected}"
         position = 0
@@ -265,6 +271,20 @@ def test_training_frames_are_selected_before_anything_uses_them(path):
     (selector,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterReferenceFrameSelector"]
     for name in ("images", "latent", "training_pose"):
         assert reaches_training_video(api[selector]["inputs"][name][0], through_select=True), name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_every_text_report_is_shown(path, signatures):
+    """The frontend draws no text for a custom node's ui output: each STRING output goes to a Preview as Text."""
+    workflow = json.loads(path.read_text())
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    reports = [(node, slot) for node in nodes.values()
+               for slot, (_, kind) in enumerate(signatures[node["type"]]["outputs"]) if kind == "STRING"]
+    assert {node["type"] for node, _ in reports} == {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    for node, slot in reports:
+        targets = [nodes[links[link][3]]["type"] for link in node["outputs"][slot]["links"] or []]
+        assert "PreviewAny" in targets, f"{path.name}: {node['type']} #{node['id']} output {slot} is not shown"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -246,6 +246,12 @@ def test_workflows_run_in_comfyui(comfyui):
     assert tuned == base / "models" / "posecrafter" / "posecrafter_tuned.safetensors" and tuned.is_file()
     reports = [text for ui in outputs.values() for text in ui.get("text", [])]
     assert any(text.startswith("reference frame ") and "Video-SIM" in text for text in reports), reports
+    # the reports as the frontend shows them, in the Preview as Text nodes; 2 training frames were selected
+    shown = {n["_meta"]["title"]: outputs[i]["text"][0] for i, n in prompt.items() if n["class_type"] == "PreviewAny"}
+    assert shown.keys() == {"Reference frame and Video-SIM", "Latent edits per frame"}, shown
+    reference = shown["Reference frame and Video-SIM"]
+    assert reference.startswith("reference frame ") and " of 2 (" in reference, reference
+    assert shown["Latent edits per frame"].strip(), shown
 
     for name in ("posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
         if name != "posecrafter_one_shot":
