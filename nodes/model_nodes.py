@@ -140,7 +140,7 @@ class OneShotTuner:
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The model from PoseCrafter Model Loader (or an already tuned one)."}),
-                "latent": ("LATENT", {"tooltip": "The training frames encoded by VAE Encode (all frames of the clip)."}),
+                "latent": ("LATENT", {"tooltip": "The training frames (Select Frames output) encoded by VAE Encode."}),
                 "pose": ("POSE_KEYPOINT", {"tooltip": "The training frames' poses, one per frame (PoseCrafter DWPose Extractor or DWPreprocessor)."}),
                 "conditioning": ("CONDITIONING", {"tooltip": "The source prompt describing the training clip, e.g. 'a person is dancing' (CLIP Text Encode)."}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 100000, "tooltip": "Training steps. 0 uses the paper's formula from the frame count (8 frames: 100 steps, 100 frames: 2000)."}),
