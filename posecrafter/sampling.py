@@ -15,7 +15,7 @@ from .model import PoseCrafterModel, check_video_inputs, to_latent_space, to_mod
 from .schedulers import check_steps, ddim_scheduler
 
 StepHook = Callable[[int, int, torch.Tensor], torch.Tensor]
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int, torch.Tensor], None]
 FUSE_METHODS = ("uniform", "triangular")
 
 
@@ -92,8 +92,9 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
     latents: ``[F, 4, h, w]`` raw initial latents (the reference's Z_T at ``key_index``, edited copies
     elsewhere); pose_images: ``[F, 3, 8h, 8w]``; prompt/negative embeddings ``[1, 77, 768]``.
     ``step_hook(step_index, timestep, latents)`` runs before every step on the model-space latents and
-    returns the latents to use (latent editing at alpha > 1). ``callback(done, total)`` runs after every
-    step; an exception raised there cancels sampling.
+    returns the latents to use (latent editing at alpha > 1). ``callback(done, total, denoised)`` runs after
+    every step with that step's DDIM prediction of the clean frames (raw latents, for live previews); an
+    exception raised there cancels sampling.
     """
     check_video_inputs(model, latents, pose_images, prompt_embeds, key_index)
     check_steps(steps)
@@ -120,7 +121,8 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
                 model, x[window], timestep, pose_images[window].to(device), prompt_embeds, negative_embeds,
                 guidance_scale, controlnet_scale, window.index(key_index),
             )
-        x = scheduler.step(noise / coverage, timestep, x).prev_sample
+        step = scheduler.step(noise / coverage, timestep, x)
+        x = step.prev_sample
         if callback is not None:
-            callback(step_index + 1, steps)
+            callback(step_index + 1, steps, to_latent_space(step.pred_original_sample))
     return to_latent_space(x)

@@ -131,6 +131,25 @@ def test_windows_cover_every_frame_with_the_key_frame_in_each():
     assert temporal_windows(6, 2, 3, 1) == [[0, 1, 2, 3], [2, 3, 4, 5]]  # the key frame 2 is in both
 
 
+def test_progress_reports_each_steps_ddim_prediction_of_the_clean_frames(models):
+    """The callback's latents (live previews) are DDIM's x0: with eta 0, x_{t-1} = sqrt(a') x0 + sqrt(1-a') eps
+    where eps = (x_t - sqrt(a) x0) / sqrt(1-a)."""
+    _, model = models
+    latents, poses, text = video_inputs(3, seed=10)
+    states, reports = [], []
+    out = sample(model, latents, poses, text, steps=STEPS,
+                 step_hook=lambda index, t, x: states.append((t, x.clone())) or x,
+                 callback=lambda done, total, denoised: reports.append((done, total, denoised)))
+    assert [(done, total) for done, total, _ in reports] == [(i + 1, STEPS) for i in range(STEPS)]
+    alphas = ddim_scheduler(STEPS).alphas_cumprod
+    following = [x for _, x in states[1:]] + [to_model_space(out)]
+    for (t, x_t), x_prev, (_, _, denoised) in zip(states, following, reports):
+        x0 = to_model_space(denoised)
+        a, a_prev = alphas[t], alphas[max(t - 1000 // STEPS, 0)]
+        eps = (x_t - a.sqrt() * x0) / (1 - a).sqrt()
+        torch.testing.assert_close(x_prev, a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps, atol=1e-4, rtol=1e-4)
+
+
 def test_one_window_covering_the_video_equals_the_plain_path(models):
     _, model = models
     latents, poses, text = video_inputs(5, seed=8)
