@@ -11,11 +11,13 @@ import os
 import torch
 
 try:
+    import comfy.latent_formats as _latent_formats
     import comfy.model_management as _mm
     import comfy.utils as _utils
     import folder_paths as _folder_paths
+    import latent_preview as _latent_preview
 except ImportError:
-    _mm = _utils = _folder_paths = None
+    _latent_formats = _mm = _utils = _folder_paths = _latent_preview = None
 
 log = logging.getLogger("PoseCrafter")
 
@@ -114,12 +116,14 @@ def empty_cache():
 
 
 class Progress:
-    """Per-step progress: ComfyUI's progress bar (which also makes Cancel work), else tqdm."""
+    """Per-step progress: ComfyUI's progress bar (which also makes Cancel work, and shows live previews),
+    else tqdm."""
 
     def __init__(self, total, desc):
         self.total = total
         self.desc = desc
         self._log_every = max(1, total // 20)
+        self._previewer = None
         if IN_COMFYUI:
             self._bar = _utils.ProgressBar(total)
             self._tqdm = None
@@ -129,11 +133,12 @@ class Progress:
             self._bar = None
             self._tqdm = tqdm(total=total, desc=desc)
 
-    def update(self, done, **postfix):
-        """Report `done` of `total` steps; raises ComfyUI's interrupt exception when the user cancelled."""
+    def update(self, done, preview=None, **postfix):
+        """Report `done` of `total` steps, in ComfyUI with `preview` (raw SD1.5 latents [1,4,h,w]) drawn on the
+        node as its sampler previews are; raises ComfyUI's interrupt exception when the user cancelled."""
         if self._bar is not None:
             _mm.throw_exception_if_processing_interrupted()
-            self._bar.update_absolute(done, self.total)
+            self._bar.update_absolute(done, self.total, None if preview is None else self._preview_image(preview))
             if postfix and (done % self._log_every == 0 or done == self.total):  # e.g. the loss, 20 times a run
                 log.info("%s %d/%d %s", self.desc, done, self.total,
                          " ".join(f"{key}={value}" for key, value in postfix.items()))
@@ -141,6 +146,15 @@ class Progress:
             self._tqdm.update(done - self._tqdm.n)
             if postfix:
                 self._tqdm.set_postfix(**postfix)
+
+    def _preview_image(self, latents):
+        """The image ComfyUI's previewer makes of `latents` (None when previews are off: --preview-method)."""
+        latent_format = _latent_formats.SD15()
+        if self._previewer is None:
+            self._previewer = _latent_preview.get_previewer(latents.device, latent_format) or False
+        if not self._previewer:
+            return None
+        return self._previewer.decode_latent_to_preview_image("JPEG", latent_format.process_in(latents))
 
     def close(self):
         if self._tqdm is not None:

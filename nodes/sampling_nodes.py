@@ -196,6 +196,7 @@ class TemporalSampler:
         embeds = prompt_embeds(positive, "positive", model.model.text_width)
         negative_embeds = prompt_embeds(negative, "negative", model.model.text_width) if cfg > 1 else None
         edit = latent.get(EDIT_KEY)
+        preview_frame = 1 if position == 0 and samples.shape[0] > 1 else 0  # the first generated frame
         progress = _comfy.Progress(steps, "PoseCrafter sampling")
 
         def work(module, device):
@@ -211,7 +212,7 @@ class TemporalSampler:
                 None if negative_embeds is None else negative_embeds.to(device),
                 steps=steps, guidance_scale=cfg, controlnet_scale=control_strength, key_index=position,
                 context_length=context_length or None, context_overlap=context_overlap,
-                step_hook=hook, callback=lambda done, total: progress.update(done),
+                step_hook=hook, callback=lambda done, total, denoised: progress.update(done, denoised[preview_frame:preview_frame + 1]),
             )
 
         try:

@@ -162,7 +162,7 @@ def comfyui(tmp_path_factory):
     log = open(log_path, "w")
     process = subprocess.Popen(
         [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-         "--database-url", "sqlite:///:memory:"],
+         "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"],  # the sampler's previews run too
         cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT,
     )
 
