@@ -157,7 +157,7 @@ class OneShotTuner:
         latents = latent_samples(latent, "latent")
         frames = latents.shape[0]
         check_frame_count(len(pose), frames, "pose", "latent")
-        pose_images = pose_images_for(from_pose_keypoint(pose), latents)
+        pose_images = pose_images_for(from_pose_keypoint(pose, "pose"), latents)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         total = steps or tuning.paper_steps(frames)
         progress = _comfy.Progress(total, "PoseCrafter tuning")

@@ -97,7 +97,7 @@ class PoseRender:
         }
 
     def render(self, pose, width, height):
-        return (skeleton.render_skeleton_images(from_pose_keypoint(pose), width, height),)
+        return (skeleton.render_skeleton_images(from_pose_keypoint(pose, "pose"), width, height),)
 
 
 class ReferenceFrameSelector:
@@ -134,7 +134,8 @@ class ReferenceFrameSelector:
         check_frame_count(len(training_pose), samples.shape[0], "training_pose", "latent")
         if not target_pose:
             raise ValueError("'target_pose' has no frames: connect the driving video's poses")
-        training, target = from_pose_keypoint(training_pose), from_pose_keypoint(target_pose)
+        training = from_pose_keypoint(training_pose, "training_pose")
+        target = from_pose_keypoint(target_pose, "target_pose")
         choice = reference.select_reference_frame(training, target)
         index = choice.index
         sim = reference.video_sim(training, target)
@@ -183,7 +184,9 @@ class PoseInserter:
             )
         if len(reference_pose) != 1:
             raise ValueError(f"'reference_pose' must hold 1 pose, got {len(reference_pose)}: connect the Reference Frame Selector's pose")
-        inserted = reference.insert_reference_pose(from_pose_keypoint(target_pose), from_pose_keypoint(reference_pose), position)
+        inserted = reference.insert_reference_pose(
+            from_pose_keypoint(target_pose, "target_pose"), from_pose_keypoint(reference_pose, "reference_pose"), position
+        )
         return (to_pose_keypoint(inserted),)
 
 

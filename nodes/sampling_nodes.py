@@ -66,7 +66,7 @@ class DDIMInverter:
                 f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
                 f"{len(pose)} poses): connect the Reference Frame Selector's outputs"
             )
-        pose_image = pose_images_for(from_pose_keypoint(pose), samples)
+        pose_image = pose_images_for(from_pose_keypoint(pose, "pose"), samples)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
 
@@ -107,7 +107,7 @@ class LatentEditor:
         }
 
     def edit(self, inversion, pose, edit_face, edit_hands, alpha):
-        poses = from_pose_keypoint(pose)
+        poses = from_pose_keypoint(pose, "pose")
         _inserted_position(poses)
         steps = len(inversion.timesteps)
         if alpha > steps:
@@ -182,7 +182,7 @@ class TemporalSampler:
                drop_inserted_frame, negative=None):
         samples = latent_samples(latent, "latent")
         check_frame_count(len(pose), samples.shape[0], "pose", "latent")
-        poses = from_pose_keypoint(pose)
+        poses = from_pose_keypoint(pose, "pose")
         position = _inserted_position(poses)
         if cfg > 1 and negative is None:
             raise ValueError("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt")

@@ -150,8 +150,8 @@ def to_pose_keypoint(poses: PoseSequence) -> list[dict]:
     return frames
 
 
-def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
-    """Read POSE_KEYPOINT (spec 7.5) into a PoseSequence.
+def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoint") -> PoseSequence:
+    """Read POSE_KEYPOINT (spec 7.5) into a PoseSequence; error messages name it ``input_name``.
 
     Accepts pixel or normalised 0..1 coordinates (decided per frame: normalised when every visible
     coordinate is within [-1, 1]), None parts, empty ``people`` and 68- or 70-point faces (the two
@@ -161,12 +161,12 @@ def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
     """
     if isinstance(pose_keypoint, dict):
         raise ValueError(
-            "pose_keypoint: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list"
+            f"{input_name}: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list"
         )
     if not isinstance(pose_keypoint, (list, tuple)) or len(pose_keypoint) == 0:
-        raise ValueError("pose_keypoint: expected a non-empty list of frame dicts (POSE_KEYPOINT), got zero frames")
+        raise ValueError(f"{input_name}: expected a non-empty list of frame dicts (POSE_KEYPOINT), got zero frames")
 
-    canvases = [_canvas_size(frame, f) for f, frame in enumerate(pose_keypoint)]
+    canvases = [_canvas_size(frame, f"{input_name}[{f}]") for f, frame in enumerate(pose_keypoint)]
     canvas_width, canvas_height = canvases[0]
     points = np.zeros((len(pose_keypoint), NUM_POINTS, 2))
     scores = np.zeros((len(pose_keypoint), NUM_POINTS))
@@ -177,7 +177,7 @@ def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
         people = frame.get("people") or []
         if not people:
             continue
-        candidates = [_read_person(person, f) for person in people]
+        candidates = [_read_person(person, f"{input_name}[{f}]") for person in people]
         frame_points, frame_scores = max(candidates, key=lambda c: c[1][c[1] >= VISIBLE_SCORE].sum())
         visible = frame_scores >= VISIBLE_SCORE
         width, height = canvases[f]
@@ -187,30 +187,30 @@ def from_pose_keypoint(pose_keypoint: list[dict]) -> PoseSequence:
         scores[f] = frame_scores
     if len(inserted) > 1:
         raise ValueError(
-            f"pose_keypoint: frames {inserted} are all marked '{INSERTED_REFERENCE_KEY}'; "
+            f"{input_name}: frames {inserted} are all marked '{INSERTED_REFERENCE_KEY}'; "
             "insert the reference pose only once"
         )
     return PoseSequence(points, scores, canvas_width, canvas_height, inserted[0] if inserted else None)
 
 
-def _canvas_size(frame: dict, f: int) -> tuple[int, int]:
+def _canvas_size(frame: dict, where: str) -> tuple[int, int]:
     if not isinstance(frame, dict):
-        raise ValueError(f"pose_keypoint[{f}]: expected a frame dict, got {type(frame).__name__}")
+        raise ValueError(f"{where}: expected a frame dict, got {type(frame).__name__}")
     try:
         width, height = int(frame["canvas_width"]), int(frame["canvas_height"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(
-            f"pose_keypoint[{f}]: needs integer 'canvas_width' and 'canvas_height' (the size of the frame the pose "
+            f"{where}: needs integer 'canvas_width' and 'canvas_height' (the size of the frame the pose "
             "was detected on)"
         ) from err
     if width < 1 or height < 1:
-        raise ValueError(f"pose_keypoint[{f}]: canvas size must be positive, got {width}x{height}")
+        raise ValueError(f"{where}: canvas size must be positive, got {width}x{height}")
     return width, height
 
 
-def _read_person(person: dict, f: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_person(person: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(person, dict):
-        raise ValueError(f"pose_keypoint[{f}].people: expected person dicts, got {type(person).__name__}")
+        raise ValueError(f"{where}.people: expected person dicts, got {type(person).__name__}")
     points = np.zeros((NUM_POINTS, 2))
     scores = np.zeros(NUM_POINTS)
     for key, part, count in _KEYPOINT_PARTS:
@@ -221,7 +221,7 @@ def _read_person(person: dict, f: int) -> tuple[np.ndarray, np.ndarray]:
         allowed = (count * 3, 68 * 3) if part == FACE else (count * 3,)
         if triples.size not in allowed:
             raise ValueError(
-                f"pose_keypoint[{f}].people[].{key}: expected {count * 3} numbers (flat x, y, c triples), "
+                f"{where}.people[].{key}: expected {count * 3} numbers (flat x, y, c triples), "
                 f"got {triples.size}"
             )
         triples = triples.reshape(-1, 3)[: part.stop - part.start]

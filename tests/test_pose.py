@@ -147,6 +147,15 @@ def test_bad_pose_keypoint_is_a_clear_error(bad, match):
         from_pose_keypoint(bad)
 
 
+def test_pose_errors_name_the_input_and_frame():
+    good = {"people": [], "canvas_width": 9, "canvas_height": 9}
+    bad = {"people": [{"pose_keypoints_2d": [1.0, 2.0]}], "canvas_width": 9, "canvas_height": 9}
+    with pytest.raises(ValueError, match=r"^target_pose\[2\]\.people\[\]\.pose_keypoints_2d: expected 54"):
+        from_pose_keypoint([good, good, bad], "target_pose")
+    with pytest.raises(ValueError, match=r"^training_pose\[1\]: needs integer 'canvas_width'"):
+        from_pose_keypoint([good, {"people": []}], "training_pose")
+
+
 def test_gaps_are_interpolated_from_neighbours():
     points = np.zeros((5, NUM_POINTS, 2))
     scores = np.zeros((5, NUM_POINTS))
