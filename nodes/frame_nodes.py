@@ -13,7 +13,7 @@ class SelectFrames:
     DESCRIPTION = (
         "Keeps N evenly spaced frames of the training clip: frames 0, s, 2s, ... with stride s = floor(P/N) for a "
         "clip of P frames, as the paper builds its training set. Put it before DWPose and VAE Encode: fewer "
-        "frames tune in fewer steps and need less memory."
+        "frames tune in fewer steps (tuning memory is set by its 8-frame clips) and take less RAM."
     )
     CATEGORY = CATEGORY + "/tuning"
     RETURN_TYPES = ("IMAGE",)

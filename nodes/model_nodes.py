@@ -89,7 +89,7 @@ class ModelLoader:
             "required": {
                 "checkpoint": (checkpoints, {"tooltip": "SD1.5 checkpoint from models/checkpoints (a single .safetensors/.ckpt), or a diffusers folder from models/diffusers."}),
                 "controlnet": (_comfy.list_models("controlnet", folders=True), {"tooltip": "The OpenPose ControlNet v1.1 for SD1.5 (control_v11p_sd15_openpose) from models/controlnet."}),
-                "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Precision of the frozen weights (the tuned attention weights are always kept in fp32). fp16 or bf16 halve the memory for tuning and sampling on a GPU; keep fp32 on a CPU."}),
+                "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "Precision of the frozen weights (the tuned attention weights are always kept in fp32). fp16 or bf16 halve the weights' memory on a GPU (tuning with the paper rule still keeps an fp32 gradient buffer for them); keep fp32 on a CPU."}),
             }
         }
 
@@ -253,7 +253,8 @@ class LoadTuned:
     @classmethod
     def VALIDATE_INPUTS(cls, tuned_weights=None):
         if tuned_weights is not None and _comfy.find_model("posecrafter", tuned_weights) is None:
-            return _comfy.missing_model_message("posecrafter", tuned_weights, "tuned weights")
+            return (_comfy.missing_model_message("posecrafter", tuned_weights, "tuned weights")
+                    + "; tune and save them first (PoseCrafter Save Tuned, as in posecrafter_one_shot.json)")
         return True
 
     @classmethod

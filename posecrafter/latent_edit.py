@@ -102,9 +102,9 @@ def plan_latent_edits(poses: PoseSequence, latent_height: int, latent_width: int
     matching_height = poses.canvas_height * pixel_width / poses.canvas_width
     if abs(matching_height - pixel_height) > VAE_DOWNSCALE:
         raise ValueError(
-            f"latents: {latent_width}x{latent_height} latent ({pixel_width}x{pixel_height} px) does not match the "
-            f"aspect ratio of the pose canvas {poses.canvas_width}x{poses.canvas_height}; generate at a size with the "
-            "poses' aspect ratio, or crop/resize the pose frames to the generation size"
+            f"the {latent_width}x{latent_height} reference latent ({pixel_width}x{pixel_height} px) does not match "
+            f"the aspect ratio of the poses' canvas {poses.canvas_width}x{poses.canvas_height}; generate at a size "
+            "with the poses' aspect ratio, or crop/resize the pose frames to the generation size"
         )
     scale = np.array([pixel_width / poses.canvas_width, pixel_height / poses.canvas_height])
     latent_points = to_latent_coordinates(poses.points * scale)

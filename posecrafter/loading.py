@@ -30,6 +30,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 SD15_UNET_CONFIG = CONFIG_DIR / "sd15_unet"
 OPENPOSE_CONTROLNET_CONFIG = CONFIG_DIR / "openpose_controlnet"
 
+OPENPOSE_CONTROLNET_FILES = "control_v11p_sd15_openpose.pth or its .safetensors"
 _LDM_UNET_PREFIX = "model.diffusion_model."
 _LDM_CONTROLNET_PREFIX = "control_model."
 _NOT_UNET_PREFIXES = ("first_stage_model.", "cond_stage_model.", "model_ema.")  # VAE, text encoder, EMA copy
@@ -128,8 +129,8 @@ def _strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
             if names:
                 parts.append(f"{len(names)} {label} (e.g. {', '.join(names[:3])})")
         raise ValueError(
-            f"{source} does not match the expected model: {'; '.join(parts)}. "
-            "The file is truncated, or it is not the kind of model this input expects."
+            f"{source} does not match the expected model: {'; '.join(parts)}. The file is truncated (download it "
+            f"again), or it is another kind of model: PoseCrafter needs an SD1.5 checkpoint and {OPENPOSE_CONTROLNET_FILES}"
         )
     state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
@@ -211,12 +212,14 @@ def load_controlnet(path: str | os.PathLike, dtype=torch.float32, device="cpu",
             "(control_v11p_sd15_openpose_fp16.safetensors)"
         )
     if any(k.startswith(_LDM_UNET_PREFIX) for k in state):
-        raise ValueError(f"{path.name} looks like a base model checkpoint, not a ControlNet")
+        raise ValueError(f"{path.name} looks like a base model checkpoint, not a ControlNet: choose the OpenPose "
+                         f"ControlNet ({OPENPOSE_CONTROLNET_FILES}) as the ControlNet")
     if any("label_emb" in k for k in state):
         raise ValueError(f"{path.name} looks like an SDXL ControlNet; PoseCrafter needs the SD1.5 OpenPose ControlNet")
     hint_key = next((k for k in state if k.endswith("input_hint_block.0.weight")), None)
     if hint_key is None and "controlnet_cond_embedding.conv_in.weight" not in state:
-        raise ValueError(f"{path.name} is not a ControlNet checkpoint (no hint encoder found)")
+        raise ValueError(f"{path.name} is not a ControlNet checkpoint (no hint encoder found): choose the OpenPose "
+                         f"ControlNet ({OPENPOSE_CONTROLNET_FILES}) as the ControlNet")
     config = ControlNetModel.load_config(str(config_dir))
     cross = next((v for k, v in state.items() if k.endswith("transformer_blocks.0.attn2.to_k.weight")), None)
     if cross is not None and cross.shape[1] != config["cross_attention_dim"]:

@@ -277,12 +277,13 @@ def load_tuned(model: PoseCrafterModel, path: str | os.PathLike) -> dict[str, st
         names = set(handle.keys())
         if names != set(trainable):
             raise ValueError(f"{path.name} holds {len(names)} tensors but the model's trainable set has "
-                             f"{len(trainable)}: the file does not belong to this model architecture")
+                             f"{len(trainable)}: it was not saved by PoseCrafter's Save Tuned for this model; "
+                             "choose another file, or tune again")
         with torch.no_grad():
             for name, param in trainable.items():
                 tensor = handle.get_tensor(name)
                 if tensor.shape != param.shape:
-                    raise ValueError(f"{path.name}: {name} has shape {tuple(tensor.shape)}, model has "
-                                     f"{tuple(param.shape)}")
+                    raise ValueError(f"{path.name}: {name} has shape {tuple(tensor.shape)}, the model has "
+                                     f"{tuple(param.shape)}; choose tuned weights saved for this model, or tune again")
                 param.copy_(tensor)
     return info

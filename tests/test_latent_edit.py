@@ -172,7 +172,7 @@ def test_position_k_is_never_edited():
 
 def test_latent_size_must_match_the_pose_canvas_aspect():
     poses = extended({FACE: face_points()}, [{FACE: face_points()}])
-    with pytest.raises(ValueError, match="latents: 16x12 latent .* aspect ratio"):
+    with pytest.raises(ValueError, match="the 16x12 reference latent .* aspect ratio"):
         plan_latent_edits(poses, 12, 16)
     plan = plan_latent_edits(poses, LATENT, LATENT)
     with pytest.raises(ValueError, match=r"latents: expected \[2, C, 16, 16\]"):
