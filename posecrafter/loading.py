@@ -30,7 +30,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 SD15_UNET_CONFIG = CONFIG_DIR / "sd15_unet"
 OPENPOSE_CONTROLNET_CONFIG = CONFIG_DIR / "openpose_controlnet"
 
-OPENPOSE_CONTROLNET_FILES = "control_v11p_sd15_openpose.pth or its .safetensors"
+OPENPOSE_CONTROLNET_FILES = "control_v11p_sd15_openpose.pth or its .safetensors"  # v1.1, trained with hands and face
 _LDM_UNET_PREFIX = "model.diffusion_model."
 _LDM_CONTROLNET_PREFIX = "control_model."
 _NOT_UNET_PREFIXES = ("first_stage_model.", "cond_stage_model.", "model_ema.")  # VAE, text encoder, EMA copy
@@ -142,11 +142,13 @@ def _build_on_meta(model_class, config: dict):
         return model_class.from_config(config)
 
 
-def _diffusers_folder(path: Path, subfolder: str) -> Path | None:
-    """The folder holding config.json + weights, for a model folder or a pipeline folder."""
+def _diffusers_files(path: Path, subfolder: str) -> tuple[Path, Path] | None:
+    """The config.json and the weights file (full precision before the .fp16 variant) that a diffusers model
+    folder, or a pipeline folder's ``subfolder``, is loaded from; None if there are none."""
     for folder in (path, path / subfolder):
-        if (folder / "config.json").is_file() and any((folder / n).is_file() for n in _WEIGHT_NAMES):
-            return folder
+        weights = next((folder / name for name in _WEIGHT_NAMES if (folder / name).is_file()), None)
+        if (folder / "config.json").is_file() and weights is not None:
+            return folder / "config.json", weights
     return None
 
 
@@ -164,16 +166,16 @@ def _check_sd15_config(config: dict, source: str):
 
 def _load_folder(path: Path, subfolder: str, model_class, dtype, device):
     """A diffusers-format model (config.json + weights) from ``path`` or ``path/subfolder``."""
-    folder = _diffusers_folder(path, subfolder)
-    if folder is None:
+    files = _diffusers_files(path, subfolder)
+    if files is None:
         raise ValueError(
             f"{path} is not a diffusers model folder: it needs config.json and "
             f"diffusion_pytorch_model.safetensors, .bin or their .fp16 variant (directly or in a {subfolder}/ "
             "subfolder)"
         )
-    config = model_class.load_config(str(folder))
+    config_file, weights = files
+    config = model_class.load_config(str(config_file.parent))
     _check_sd15_config(config, str(path))
-    weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
     return _strict_load(_build_on_meta(model_class, config), read_state_dict(weights), str(weights), dtype, device)
 
 
@@ -252,11 +254,14 @@ def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def content_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a weights file, or of a diffusers folder's config and weights (cached per file version)."""
+def content_sha256(path: str | os.PathLike, subfolder: str = "unet") -> str:
+    """SHA-256 of a weights file, or of the config and weights file that a diffusers folder (or a pipeline
+    folder's ``subfolder``) is loaded from, and nothing else in it (cached per file version)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and (p.name in _WEIGHT_NAMES or p.name == "config.json"))
+        files = _diffusers_files(path, subfolder)
+        if files is None:
+            raise ValueError(f"{path} is not a diffusers model folder (no config.json with weights)")
         digest = hashlib.sha256()
         for file in files:
             digest.update(str(file.relative_to(path)).encode())

@@ -87,9 +87,9 @@ class PoseCrafterModel(nn.Module):
                              "load it with PoseCrafterModel.from_files")
         return {
             "base_name": self.checkpoint_path.name,
-            "base_sha256": content_sha256(self.checkpoint_path),
+            "base_sha256": content_sha256(self.checkpoint_path, "unet"),
             "controlnet_name": self.controlnet_path.name,
-            "controlnet_sha256": content_sha256(self.controlnet_path),
+            "controlnet_sha256": content_sha256(self.controlnet_path, "controlnet"),
         }
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:

@@ -254,6 +254,12 @@ def test_diffusers_folders_with_the_fp16_variant_load_and_prefer_full_precision(
     assert content_sha256(path / "fp16_only") != before
     save_file(unet.state_dict(), fp16_file.with_name("diffusion_pytorch_model.safetensors"))
     assert torch.equal(_outputs(load_unet(path / "fp16_only"), controlnet), _outputs(unet, controlnet))
+    # the identity covers the file that is loaded, not the unused fp16 variant or other parts of the pipeline
+    identity = content_sha256(path / "fp16_only")
+    save_file(tiny_unet(seed=6).state_dict(), fp16_file)
+    (path / "fp16_only" / "vae").mkdir()
+    save_file({"x": torch.zeros(1)}, path / "fp16_only" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert content_sha256(path / "fp16_only") == identity
 
 
 def test_upper_case_extensions_are_read_as_safetensors(tiny_files):
