@@ -11,13 +11,16 @@ import os
 import torch
 
 try:
-    import comfy.latent_formats as _latent_formats
     import comfy.model_management as _mm
     import comfy.utils as _utils
     import folder_paths as _folder_paths
+except ImportError:
+    _mm = _utils = _folder_paths = None
+try:  # live previews only; the rest of the pack works without them
+    import comfy.latent_formats as _latent_formats
     import latent_preview as _latent_preview
 except ImportError:
-    _latent_formats = _mm = _utils = _folder_paths = _latent_preview = None
+    _latent_formats = _latent_preview = None
 
 log = logging.getLogger("PoseCrafter")
 
@@ -69,9 +72,13 @@ def list_models(kind, files=True, folders=False):
 def find_model(kind, name):
     """Full path of a model by its listed name, or None. Names that climb out of the folder ('../x', an
     absolute path) are never resolved: API prompts can send any string, and only our folders are read."""
-    for root in model_dirs(kind):
+    for root in map(os.path.normpath, model_dirs(kind)):
         path = os.path.normpath(os.path.join(root, *name.split("/")))
-        if os.path.commonpath([os.path.normpath(root), path]) == os.path.normpath(root) and os.path.exists(path):
+        try:
+            inside = os.path.commonpath([root, path]) == root
+        except ValueError:  # on Windows, a name on another drive
+            inside = False
+        if inside and os.path.exists(path):
             return path
     return None
 
@@ -149,6 +156,8 @@ class Progress:
 
     def _preview_image(self, latents):
         """The image ComfyUI's previewer makes of `latents` (None when previews are off: --preview-method)."""
+        if _latent_preview is None:
+            return None
         latent_format = _latent_formats.SD15()
         if self._previewer is None:
             self._previewer = _latent_preview.get_previewer(latents.device, latent_format) or False
