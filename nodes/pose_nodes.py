@@ -65,7 +65,7 @@ _extractors = {}
 
 def _extractor(dirs):
     """One onnxruntime extractor per set of model files, kept until tuning or sampling needs the GPU (a
-    workflow extracts the training and the driving video's poses in a row; loading the sessions is slow)."""
+    workflow extracts the training and the driving video's poses; loading the sessions is slow)."""
     key = tuple(str(dwpose.find_model_file(name, dirs)) for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE))
     if key not in _extractors:
         _extractors.clear()

@@ -286,6 +286,8 @@ class DWPoseExtractor:
         _check_detector(self.detector, detector_path)
         self.pose_model = _open_session(onnxruntime, pose_path)
         self.pose_input_size = _check_pose_model(self.pose_model, pose_path)
+        self._detector_input = self.detector.get_inputs()[0].name
+        self._pose_input = self.pose_model.get_inputs()[0].name
         detector_provider = self.detector.get_providers()[0]
         pose_provider = self.pose_model.get_providers()[0]
         if detector_provider == pose_provider:
@@ -297,13 +299,13 @@ class DWPoseExtractor:
     def detect_people(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes [n, 4] and scores [n] in one uint8 RGB frame [H, W, 3]."""
         image, ratio = letterbox(frame)
-        (prediction,) = self.detector.run(None, {self.detector.get_inputs()[0].name: image[None]})
+        (prediction,) = self.detector.run(None, {self._detector_input: image[None]})
         return decode_person_boxes(prediction[0], ratio)
 
     def estimate_pose(self, frame: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The 134-point OpenPose-ordered pose (points [134, 2], scores [134]) of the person in ``box``."""
         crop, centre, scale = pose_crop(frame, box, self.pose_input_size)
-        simcc_x, simcc_y = self.pose_model.run(None, {self.pose_model.get_inputs()[0].name: crop[None]})
+        simcc_x, simcc_y = self.pose_model.run(None, {self._pose_input: crop[None]})
         points, scores = decode_simcc(simcc_x[0], simcc_y[0], centre, scale, self.pose_input_size)
         return wholebody_to_openpose(points, scores)
 

@@ -154,8 +154,9 @@ class OneShotTuner:
     def _accumulate_frozen_grad(self, param: torch.nn.Parameter) -> None:
         """Move a frozen weight's new gradient into its fp32 accumulator (never zeroed, spec 3).
 
-        A non-finite gradient (an fp16 overflow) is left out and makes the step a skipped one. The official
-        code adds it, and the global norm, hence every later update, becomes NaN for good."""
+        A non-finite gradient (an fp16 overflow) is left out and makes the step a skipped one; the step's
+        finite frozen gradients are kept, as the official code keeps them on skipped steps. The official code
+        adds the non-finite one too, and the global norm, hence every later update, becomes NaN for good."""
         finite = torch.isfinite(param.grad).all()
         self._frozen_finite.append(finite)
         grad = torch.where(finite, param.grad, 0.0)
