@@ -4,7 +4,9 @@ import copy
 import pytest
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
+from diffusers.models.resnet import ResnetBlock2D
 
 from posecrafter.attention import FrameLayout, KeyFrameAttnProcessor
 from posecrafter.inflation import FrameJointGroupNorm, is_added_name
@@ -125,6 +127,38 @@ def test_temporal_attention_is_permutation_equivariant_for_non_key_frames():
         out = model(z, torch.tensor(700), text, poses, num_frames=4)
         permuted = model(z[order], torch.tensor(700), text, poses[order], num_frames=4)
     assert (permuted - out[order]).abs().max() <= 1e-4
+
+
+def test_every_block_is_inflated_as_the_spec_says():
+    """Spec 1.1-1.4: key-frame attention in every transformer block of both models, frame-joint norms in every
+    ResNet block of both and at the UNet's output, temporal attention in the UNet's 15 non-mid blocks only."""
+    _, _, model = _stock_and_inflated()
+    for net in (model.unet, model.controlnet):
+        blocks = [m for m in net.modules() if isinstance(m, BasicTransformerBlock)]
+        assert blocks and all(isinstance(b.attn1.processor, KeyFrameAttnProcessor) for b in blocks)
+        resnets = [m for m in net.modules() if isinstance(m, ResnetBlock2D)]
+        assert resnets and all(isinstance(r.norm1, FrameJointGroupNorm) and isinstance(r.norm2, FrameJointGroupNorm)
+                               for r in resnets)
+    assert isinstance(model.unet.conv_norm_out, FrameJointGroupNorm)
+    temporal = [m for m in model.unet.modules() if hasattr(m, "attn_temp")]
+    mid = set(model.unet.mid_block.modules())
+    assert temporal and not any(m in mid for m in temporal)
+    assert not any(hasattr(m, "attn_temp") for m in model.controlnet.modules())
+
+
+def test_two_videos_in_one_batch_equal_each_video_alone():
+    """Classifier-free guidance runs the negative and positive video as one batch: frames of one video must
+    never mix with the other's (text, key frame, temporal attention, joint norms)."""
+    _, _, model = _stock_and_inflated(temporal_seed=5)
+    first, poses, text = video_inputs(3, seed=1)
+    second, _, other_text = video_inputs(3, seed=2)
+    z = to_model_space(torch.cat([first, second]))
+    t = torch.tensor(600)
+    with torch.no_grad():
+        both = model(z, t, torch.cat([text, other_text]), torch.cat([poses, poses]), num_frames=3, key_index=1)
+        alone = [model(z[:3], t, text, poses, num_frames=3, key_index=1),
+                 model(z[3:], t, other_text, poses, num_frames=3, key_index=1)]
+    assert (both - torch.cat(alone)).abs().max() <= 1e-4
 
 
 def test_full_sd15_trainable_and_added_parameter_counts():

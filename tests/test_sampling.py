@@ -159,6 +159,51 @@ def test_one_window_covering_the_video_equals_the_plain_path(models):
 
 
 @pytest.mark.parametrize("fuse", ["uniform", "triangular"])
+def test_one_windowed_step_is_the_spec_fusion_of_the_windows_predictions(models, fuse):
+    """Spec 8.3, recomputed by hand for one DDIM step: each window (reference + 3 targets, overlap 1) predicts
+    noise for its frames; a target's noise is the mean over its windows, uniform or weighted by the triangle
+    min(j+1, n-j) of its place j among the window's n targets; the reference's is the uniform mean of all.
+    Windows of 4 targets overlapping by 2 give frames 3 and 4 different triangle weights in their windows."""
+    _, model = models
+    model = copy.deepcopy(model)
+    randomize_temporal(model, seed=12)
+    latents, poses, text = video_inputs(8, seed=9)
+    windows = [[0, 1, 2, 3, 4], [0, 3, 4, 5, 6], [0, 4, 5, 6, 7]]
+    assert temporal_windows(8, 0, 4, 2) == windows
+    scheduler = ddim_scheduler(1)
+    t = scheduler.timesteps[0]
+    x = to_model_space(latents)
+    total, weight = torch.zeros_like(x), torch.zeros(8, 1, 1, 1)
+    with torch.no_grad():
+        for window in windows:
+            noise = model(x[window], t, text, poses[window], num_frames=5, key_index=0)
+            for j, frame in enumerate(window):  # j - 1 is the place among the 4 targets
+                w = 1.0 if frame == 0 or fuse == "uniform" else float(min(j, 4 - (j - 1)))
+                total[frame] += w * noise[j]
+                weight[frame] += w
+    expected = scheduler.step(total / weight, t, x).prev_sample
+    out = sample(model, latents, poses, text, steps=1, context_length=4, context_overlap=2, fuse=fuse)
+    assert (to_model_space(out) - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("guidance, context_length", [(1.0, None), (3.0, None), (1.0, 3)])
+def test_the_key_frame_may_sit_anywhere(models, guidance, context_length):
+    """With the reference inserted at position k, sampling equals sampling with it moved to the front: only
+    which frame is the key frame matters (temporal attention has no positions, the norms pool all frames)."""
+    _, model = models
+    model = copy.deepcopy(model)
+    randomize_temporal(model, seed=13)
+    latents, poses, text = video_inputs(6, seed=11)
+    negative = torch.randn(text.shape, generator=torch.Generator().manual_seed(2))
+    key = 2
+    order = [key] + [i for i in range(6) if i != key]
+    options = dict(steps=3, guidance_scale=guidance, context_length=context_length, context_overlap=1)
+    at_k = sample(model, latents, poses, text, negative, key_index=key, **options)
+    in_front = sample(model, latents[order], poses[order], text, negative, key_index=0, **options)
+    assert (at_k[order] - in_front).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("fuse", ["uniform", "triangular"])
 def test_several_windows_each_see_the_reference_as_frame_zero(models, fuse):
     _, model = models
     model = copy.deepcopy(model)

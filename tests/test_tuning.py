@@ -4,8 +4,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
 
-from posecrafter.model import PoseCrafterModel
+from posecrafter.model import PoseCrafterModel, to_model_space
+from posecrafter.schedulers import SCHEDULER_CONFIG
 from posecrafter.tuning import (
     ADAMW_OPTIONS, LOSS_SCALE, OneShotTuner, TrainingClip, load_tuned, paper_steps, save_tuned, tune,
 )
@@ -92,6 +95,22 @@ def test_paper_rule_matches_a_step_recomputed_by_hand():
     tuner.step(clip)
     for n in trainable_names:
         assert torch.allclose(params[n], expected[n], atol=1e-6, rtol=1e-5), n
+    for n in frozen_grads:  # the clip rescales the accumulated frozen gradients too
+        assert torch.allclose(tuner.frozen_grads[params[n]], grads[n] * coefficient, atol=1e-6, rtol=1e-5), n
+    tuner.close()
+
+
+def test_tuning_loss_is_the_noise_mse_with_the_clips_first_frame_as_key_frame():
+    model = _model()
+    latents, poses, text = video_inputs(5, seed=7)
+    tuner = OneShotTuner(model, latents, poses, text, seed=2)
+    clip = TrainingClip([1, 2, 4], 400, torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1)))
+    scheduler = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
+    t = torch.tensor(400)
+    noisy = scheduler.add_noise(to_model_space(latents[[1, 2, 4]]), clip.noise, t)
+    with torch.no_grad():
+        expected = F.mse_loss(model(noisy, t, text, poses[[1, 2, 4]], num_frames=3, key_index=0), clip.noise)
+        assert torch.allclose(tuner.loss(clip), expected, rtol=1e-5)
     tuner.close()
 
 
