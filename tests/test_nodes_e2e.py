@@ -205,3 +205,43 @@ def test_tuning_and_sampling_drop_the_cached_dwpose_sessions(models):
     assert cached
     run("PoseCrafterOneShotTuner", model, latent, pose, conditioning(1), 1, 0.0, "clean", 0, False)
     assert not cached
+
+
+def test_node_widgets_reach_the_engine(models):
+    """Every widget of the tuner and the sampler changes what the engine computes: the nodes' outputs equal
+    direct engine calls with the same non-default values (a dropped or swapped argument would differ)."""
+    engine = {name: pack_module(f"posecrafter.{name}") for name in ("sampling", "tuning", "latent_edit", "model")}
+    pose_images_for = pack_module("nodes.common").pose_images_for
+    from_pose_keypoint = pack_module("posecrafter.pose").from_pose_keypoint
+    generator = torch.Generator().manual_seed(5)
+    train_latent = {"samples": torch.randn(TRAIN_FRAMES, 4, SIZE // 8, SIZE // 8, generator=generator)}
+    train_pose = synthetic_pose(TRAIN_FRAMES, SIZE, SIZE, shift=2.0)
+    source, target, negative = conditioning(1), conditioning(2), conditioning(4)
+
+    (base,) = run("PoseCrafterModelLoader", "diffusers/tiny-sd15", "tiny-openpose", "fp32")
+    tuned, _ = run("PoseCrafterOneShotTuner", base, train_latent, train_pose, source, 2, 1e-3, "clean", 7, False)
+    (fresh,) = run("PoseCrafterModelLoader", "diffusers/tiny-sd15", "tiny-openpose", "fp32")
+    module = fresh.activate(torch.device("cpu"))
+    train_images = pose_images_for(from_pose_keypoint(train_pose), train_latent["samples"])
+    engine["tuning"].tune(module, train_latent["samples"], train_images, source[0][0], steps=2, lr=1e-3,
+                          update_rule="clean", seed=7)
+    for name, param in module.trainable_parameters().items():
+        torch.testing.assert_close(tuned.trainable[name], param, rtol=0, atol=1e-6)
+
+    target_pose, ref_pose = synthetic_pose(5, SIZE, SIZE, shift=3.0), synthetic_pose(1, SIZE, SIZE)
+    (poses,) = run("PoseCrafterPoseInserter", target_pose, ref_pose, 1)
+    ref_latent = {"samples": torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=generator)}
+    (inversion,) = run("PoseCrafterDDIMInverter", tuned, ref_latent, ref_pose, source, 3)
+    late, _ = run("PoseCrafterLatentEditor", inversion, poses, True, True, 2)
+    (out,) = run("PoseCrafterTemporalSampler", tuned, late, poses, target, 3, 2.0, 0.5, 3, 2, False, negative=negative)
+
+    plan = late["posecrafter_edit"][1]
+    hook = engine["latent_edit"].alpha_edit_hook(
+        plan, lambda t: engine["model"].to_model_space(inversion.latent_at(t)), 2)
+    with torch.inference_mode():
+        direct = engine["sampling"].sample(
+            tuned.activate(torch.device("cpu")), late["samples"],
+            pose_images_for(from_pose_keypoint(poses), late["samples"]), target[0][0], negative[0][0], steps=3,
+            guidance_scale=2.0, controlnet_scale=0.5, key_index=1, context_length=3, context_overlap=2,
+            step_hook=hook)
+    torch.testing.assert_close(out["samples"], direct, rtol=0, atol=1e-5)
