@@ -206,3 +206,19 @@ def test_alpha_hook_edits_once_from_the_inversion_latent_at_that_timestep():
     assert hook(2, 941, edited) is edited
     with pytest.raises(ValueError, match="alpha"):
         alpha_edit_hook(plan, reference_latent_at, alpha=1)
+
+
+def test_boxes_are_clipped_to_a_landscape_latent_on_every_side():
+    """A face reaching past the left and top edges keeps the part inside (x0 = y0 = 0), and one past the right
+    edge is clipped by the latent's width, not its height (a 16x8 latent for a 512x256 canvas)."""
+    def landscape(frames):
+        poses = sequence(frames)
+        return PoseSequence(poses.points, poses.scores, 512, 256)
+
+    reference = {FACE: face_points(centre=(200.0, 120.0), radius=(40.0, 40.0))}
+    past_top_left = {FACE: face_points(centre=(10.0, 10.0), radius=(40.0, 40.0))}
+    past_right = {FACE: face_points(centre=(500.0, 120.0), radius=(40.0, 40.0))}
+    poses = insert_reference_pose(landscape([past_top_left, past_right]), landscape([reference]), k=0)
+    plan = plan_latent_edits(poses, 8, 16)
+    assert plan.frames[1][0].box == (0, 0, 2, 2)
+    assert plan.frames[2][0].box == (13, 2, 15, 5)
