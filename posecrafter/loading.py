@@ -132,7 +132,10 @@ def _strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
             f"{source} does not match the expected model: {'; '.join(parts)}. The file is truncated (download it "
             f"again), or it is another kind of model: PoseCrafter needs an SD1.5 checkpoint and {OPENPOSE_CONTROLNET_FILES}"
         )
-    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
+    # Copied into tensors of their own: safetensors may hand out views into its file buffer at offsets that are
+    # not 64-byte aligned, and CPU kernels then take other code paths (slower, and not bit-equal).
+    state = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+             for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)
 

@@ -57,6 +57,7 @@ class PoseCrafterModel(nn.Module):
         self.controlnet = controlnet
         for param in self.trainable_parameters().values():
             param.data = param.data.float()
+        self.eval().requires_grad_(False)  # the added attention layers too: the tuner turns gradients on
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.controlnet_path = Path(controlnet_path) if controlnet_path is not None else None
 
