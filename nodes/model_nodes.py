@@ -156,8 +156,9 @@ class OneShotTuner:
     def tune(self, model, latent, pose, conditioning, steps, learning_rate, update_rule, seed, gradient_checkpointing):
         latents = latent_samples(latent, "latent")
         frames = latents.shape[0]
-        check_frame_count(len(pose), frames, "pose", "latent")
-        pose_images = pose_images_for(from_pose_keypoint(pose, "pose"), latents)
+        poses = from_pose_keypoint(pose, "pose")
+        check_frame_count(len(poses), frames, "pose", "latent")
+        pose_images = pose_images_for(poses, latents)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         total = steps or tuning.paper_steps(frames)
         progress = _comfy.Progress(total, "PoseCrafter tuning")

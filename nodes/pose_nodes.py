@@ -131,17 +131,15 @@ class ReferenceFrameSelector:
     def select(self, images, latent, training_pose, target_pose):
         samples = latent_samples(latent, "latent")
         check_frame_count(images.shape[0], samples.shape[0], "images", "latent")
-        check_frame_count(len(training_pose), samples.shape[0], "training_pose", "latent")
-        if not target_pose:
-            raise ValueError("'target_pose' has no frames: connect the driving video's poses")
         training = from_pose_keypoint(training_pose, "training_pose")
         target = from_pose_keypoint(target_pose, "target_pose")
+        check_frame_count(len(training), samples.shape[0], "training_pose", "latent")
         choice = reference.select_reference_frame(training, target)
         index = choice.index
         sim = reference.video_sim(training, target)
         report = (
-            f"reference frame {index} of {len(training_pose)} (sum of pose distances {choice.distances[index]:.4f}); "
-            f"Video-SIM {sim:.4f} over {len(target_pose)} target poses"
+            f"reference frame {index} of {len(training)} (sum of pose distances {choice.distances[index]:.4f}); "
+            f"Video-SIM {sim:.4f} over {len(target)} target poses"
         )
         _comfy.log.info("PoseCrafter: %s", report)
         return {
@@ -178,15 +176,15 @@ class PoseInserter:
         }
 
     def insert(self, target_pose, reference_pose, position):
-        if position > len(target_pose):
+        target = from_pose_keypoint(target_pose, "target_pose")
+        reference_poses = from_pose_keypoint(reference_pose, "reference_pose")
+        if position > len(target):
             raise ValueError(
-                f"'position' is {position} but there are only {len(target_pose)} target poses: use 0..{len(target_pose)}"
+                f"'position' is {position} but there are only {len(target)} target poses: use 0..{len(target)}"
             )
-        if len(reference_pose) != 1:
-            raise ValueError(f"'reference_pose' must hold 1 pose, got {len(reference_pose)}: connect the Reference Frame Selector's pose")
-        inserted = reference.insert_reference_pose(
-            from_pose_keypoint(target_pose, "target_pose"), from_pose_keypoint(reference_pose, "reference_pose"), position
-        )
+        if len(reference_poses) != 1:
+            raise ValueError(f"'reference_pose' must hold 1 pose, got {len(reference_poses)}: connect the Reference Frame Selector's pose")
+        inserted = reference.insert_reference_pose(target, reference_poses, position)
         return (to_pose_keypoint(inserted),)
 
 

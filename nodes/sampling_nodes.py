@@ -61,12 +61,13 @@ class DDIMInverter:
 
     def invert(self, model, latent, pose, conditioning, steps):
         samples = latent_samples(latent, "latent")
-        if samples.shape[0] != 1 or len(pose) != 1:
+        poses = from_pose_keypoint(pose, "pose")
+        if samples.shape[0] != 1 or len(poses) != 1:
             raise ValueError(
                 f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
-                f"{len(pose)} poses): connect the Reference Frame Selector's outputs"
+                f"{len(poses)} poses): connect the Reference Frame Selector's outputs"
             )
-        pose_image = pose_images_for(from_pose_keypoint(pose, "pose"), samples)
+        pose_image = pose_images_for(poses, samples)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
 
@@ -181,8 +182,8 @@ class TemporalSampler:
     def sample(self, model, latent, pose, positive, steps, cfg, control_strength, context_length, context_overlap,
                drop_inserted_frame, negative=None):
         samples = latent_samples(latent, "latent")
-        check_frame_count(len(pose), samples.shape[0], "pose", "latent")
         poses = from_pose_keypoint(pose, "pose")
+        check_frame_count(len(poses), samples.shape[0], "pose", "latent")
         position = _inserted_position(poses)
         if cfg > 1 and negative is None:
             raise ValueError("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt")

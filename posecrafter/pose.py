@@ -23,8 +23,14 @@ R_EYE, L_EYE = 14, 15
 # Key that marks the frame the pose inserter put in (spec 5.3); other packs ignore unknown keys.
 INSERTED_REFERENCE_KEY = "posecrafter_inserted_reference"
 
+# A POSE_KEYPOINT part whose visible coordinates all lie here is normalised (0..1 of the canvas), else pixels;
+# the margin keeps points detected just outside the frame (a fingertip at x = 1.02) normalised.
+NORMALISED_RANGE = (-0.5, 1.5)
+MAX_CANVAS = 65536
+
 _KEYPOINT_PARTS = (  # POSE_KEYPOINT key, slice of our layout, point count in the JSON
     ("pose_keypoints_2d", BODY, 18),
+    ("foot_keypoints_2d", FEET, 6),  # written by core ComfyUI's SDPose extractor, same order as ours
     ("face_keypoints_2d", FACE, 70),
     ("hand_left_keypoints_2d", LEFT_HAND, 21),
     ("hand_right_keypoints_2d", RIGHT_HAND, 21),
@@ -125,7 +131,8 @@ def to_pose_keypoint(poses: PoseSequence) -> list[dict]:
 
     Visible points become (x, y, 1.0), others (0, 0, 0); a face or hand without any visible point
     is None; the face gets the body's R eye and L eye appended (70 points); a frame without any
-    visible point has ``people: []``. Feet are not part of the format.
+    visible point has ``people: []``. Feet are written as ``foot_keypoints_2d`` (the key of core
+    ComfyUI's SDPose extractor, which other packs ignore) only when a foot point is visible.
     """
     frames = []
     for f in range(len(poses)):
@@ -141,6 +148,8 @@ def to_pose_keypoint(poses: PoseSequence) -> list[dict]:
                 if part == FACE:
                     part_triples = np.concatenate([part_triples, triples[[R_EYE, L_EYE]]])
                 has_points = part == BODY or visible[part].any()
+                if part == FEET and not has_points:
+                    continue
                 person[key] = [float(v) for v in part_triples.reshape(-1)] if has_points else None
             people.append(person)
         frame = {"people": people, "canvas_height": poses.canvas_height, "canvas_width": poses.canvas_width}
@@ -153,18 +162,30 @@ def to_pose_keypoint(poses: PoseSequence) -> list[dict]:
 def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoint") -> PoseSequence:
     """Read POSE_KEYPOINT (spec 7.5) into a PoseSequence; error messages name it ``input_name``.
 
-    Accepts pixel or normalised 0..1 coordinates (decided per frame: normalised when every visible
-    coordinate is within [-1, 1]), None parts, empty ``people`` and 68- or 70-point faces (the two
-    appended eye points duplicate the body's eyes and are ignored). With several people the one with
-    the highest summed confidence is kept (spec 9 #19). Frames on a different canvas size than the
-    first are rescaled onto the first frame's canvas.
+    Accepts the formats of comfyui_controlnet_aux (pixel or normalised 0..1 coordinates, confidences
+    1/0, None parts, 70-point faces) and of core ComfyUI's SDPose extractor (pixel coordinates, real
+    confidences for every point, ``foot_keypoints_2d``). Pixels or normalised is decided per part (body,
+    feet, face, each hand), as comfyui_controlnet_aux's drawing does: a part is normalised when all its
+    visible coordinates lie within ``NORMALISED_RANGE`` (a margin for points just outside the frame).
+    The two eye points appended to 70-point faces duplicate the body's eyes and are ignored. With several
+    people the one with the highest summed confidence is kept (spec 9 #19). Frames on a different canvas
+    size than the first are rescaled onto the first frame's canvas.
+
+    A point marked missing (confidence below ``VISIBLE_SCORE``) may have any coordinates, NaN included;
+    they are stored as 0. A visible point must have finite coordinates within one canvas size of the
+    canvas (anything further cannot be drawn), and every confidence must be a finite number.
     """
     if isinstance(pose_keypoint, dict):
         raise ValueError(
             f"{input_name}: expected a list of frame dicts (POSE_KEYPOINT), got a single dict; wrap it in a list"
         )
-    if not isinstance(pose_keypoint, (list, tuple)) or len(pose_keypoint) == 0:
-        raise ValueError(f"{input_name}: expected a non-empty list of frame dicts (POSE_KEYPOINT), got zero frames")
+    if not isinstance(pose_keypoint, (list, tuple)):
+        raise ValueError(
+            f"{input_name}: expected POSE_KEYPOINT, a list of frame dicts, got {_kind(pose_keypoint)}; connect the "
+            "pose output of a pose node (PoseCrafter DWPose Extractor, DWPose Estimator, SDPose Keypoint Extractor)"
+        )
+    if len(pose_keypoint) == 0:
+        raise ValueError(f"{input_name}: has no frames; connect poses of at least one frame")
 
     canvases = [_canvas_size(frame, f"{input_name}[{f}]") for f, frame in enumerate(pose_keypoint)]
     canvas_width, canvas_height = canvases[0]
@@ -174,15 +195,20 @@ def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoi
     for f, frame in enumerate(pose_keypoint):
         if frame.get(INSERTED_REFERENCE_KEY):
             inserted.append(f)
-        people = frame.get("people") or []
+        people = frame.get("people")
+        if people is None:
+            continue
+        if not isinstance(people, (list, tuple)):
+            raise ValueError(
+                f"{input_name}[{f}].people: expected a list of person dicts, got {_kind(people)}; "
+                "an empty list means nobody is in the frame"
+            )
         if not people:
             continue
-        candidates = [_read_person(person, f"{input_name}[{f}]") for person in people]
-        frame_points, frame_scores = max(candidates, key=lambda c: c[1][c[1] >= VISIBLE_SCORE].sum())
-        visible = frame_scores >= VISIBLE_SCORE
         width, height = canvases[f]
-        if visible.any() and np.all(np.abs(frame_points[visible]) <= 1.0):
-            frame_points = frame_points * [width, height]
+        candidates = [_read_person(person, width, height, f"{input_name}[{f}].people[{p}]")
+                      for p, person in enumerate(people)]
+        frame_points, frame_scores = max(candidates, key=lambda c: c[1][c[1] >= VISIBLE_SCORE].sum())
         points[f] = frame_points * [canvas_width / width, canvas_height / height]
         scores[f] = frame_scores
     if len(inserted) > 1:
@@ -193,38 +219,96 @@ def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoi
     return PoseSequence(points, scores, canvas_width, canvas_height, inserted[0] if inserted else None)
 
 
+def _kind(value) -> str:
+    """What a wrong value is, for error messages."""
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    return f"{type(value).__name__} {value!r}"[:80] if isinstance(value, (int, float)) else type(value).__name__
+
+
 def _canvas_size(frame: dict, where: str) -> tuple[int, int]:
     if not isinstance(frame, dict):
-        raise ValueError(f"{where}: expected a frame dict, got {type(frame).__name__}")
-    try:
-        width, height = int(frame["canvas_width"]), int(frame["canvas_height"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(
-            f"{where}: needs integer 'canvas_width' and 'canvas_height' (the size of the frame the pose "
-            "was detected on)"
-        ) from err
-    if width < 1 or height < 1:
-        raise ValueError(f"{where}: canvas size must be positive, got {width}x{height}")
-    return width, height
+        raise ValueError(f"{where}: expected a frame dict with 'people', 'canvas_width' and 'canvas_height', "
+                         f"got {_kind(frame)}")
+    size = []
+    for key in ("canvas_width", "canvas_height"):
+        value = frame.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
+                np.isfinite(value) and value == int(value) and 1 <= value <= MAX_CANVAS):
+            raise ValueError(
+                f"{where}: needs integer 'canvas_width' and 'canvas_height' from 1 to {MAX_CANVAS} (the size of "
+                f"the frame the pose was detected on), got {key} = {value!r}"
+            )
+        size.append(int(value))
+    return size[0], size[1]
 
 
-def _read_person(person: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _read_person(person: dict, width: int, height: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One person's points in pixels of its frame's canvas, and their scores."""
     if not isinstance(person, dict):
-        raise ValueError(f"{where}.people: expected person dicts, got {type(person).__name__}")
+        raise ValueError(f"{where}: expected a person dict (pose_keypoints_2d, ...), got {_kind(person)}")
     points = np.zeros((NUM_POINTS, 2))
     scores = np.zeros(NUM_POINTS)
     for key, part, count in _KEYPOINT_PARTS:
         values = person.get(key)
-        if values is None:
+        if values is None or (isinstance(values, (list, tuple)) and len(values) == 0):
             continue
-        triples = np.asarray(values, dtype=np.float64).reshape(-1)
+        triples = _numbers(values, f"{where}.{key}", count)
         allowed = (count * 3, 68 * 3) if part == FACE else (count * 3,)
         if triples.size not in allowed:
             raise ValueError(
-                f"{where}.people[].{key}: expected {count * 3} numbers (flat x, y, c triples), "
+                f"{where}.{key}: expected {count * 3} numbers (flat x, y, confidence triples of {count} points), "
                 f"got {triples.size}"
             )
         triples = triples.reshape(-1, 3)[: part.stop - part.start]
-        points[part] = triples[:, :2]
-        scores[part] = triples[:, 2]
+        part_points, part_scores = _checked_points(triples, f"{where}.{key}")
+        visible = part_scores >= VISIBLE_SCORE
+        if visible.any() and np.all((part_points[visible] >= NORMALISED_RANGE[0])
+                                    & (part_points[visible] <= NORMALISED_RANGE[1])):
+            part_points = part_points * [width, height]
+        far = visible & np.any((part_points < [-width, -height]) | (part_points > [2 * width, 2 * height]), axis=1)
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            raise ValueError(
+                f"{where}.{key}: point {i} at ({triples[i, 0]:.6g}, {triples[i, 1]:.6g}) lies more than one canvas "
+                f"size outside the {width}x{height} canvas; fix the pose (or its canvas_width/canvas_height), or mark "
+                "the point missing with confidence 0"
+            )
+        points[part], scores[part] = part_points, part_scores
     return points, scores
+
+
+def _numbers(values, where: str, count: int) -> np.ndarray:
+    """The flat float array of a keypoint list, or a ValueError saying what is wrong with it."""
+    expected = f"a flat list of {count * 3} numbers (x, y, confidence for each of {count} points)"
+    if isinstance(values, (str, bytes, dict)) or not isinstance(values, (list, tuple, np.ndarray)):
+        raise ValueError(f"{where}: expected {expected}, got {_kind(values)}")
+    try:
+        array = np.asarray(values)
+    except ValueError:  # numpy refuses nested lists of different lengths
+        array = None
+    if array is None or array.dtype.kind not in "iuf":
+        raise ValueError(f"{where}: expected {expected}, but it holds text, other non-numbers or lists of different "
+                         "lengths; write every point as three numbers")
+    return array.astype(np.float64).reshape(-1)
+
+
+def _checked_points(triples: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points and scores of [n, 3] triples; missing points get coordinates 0, broken visible ones an error."""
+    part_points, part_scores = triples[:, :2].copy(), triples[:, 2].copy()
+    if not np.isfinite(part_scores).all():
+        i = int(np.flatnonzero(~np.isfinite(part_scores))[0])
+        raise ValueError(
+            f"{where}: point {i} has confidence {part_scores[i]}; every confidence must be a number (0 marks a "
+            "missing point)"
+        )
+    visible = part_scores >= VISIBLE_SCORE
+    broken = visible & ~np.isfinite(part_points).all(axis=1)
+    if broken.any():
+        i = int(np.flatnonzero(broken)[0])
+        raise ValueError(
+            f"{where}: point {i} is marked visible (confidence {part_scores[i]:.3g}) but its coordinates are "
+            f"({triples[i, 0]}, {triples[i, 1]}); fix the pose source, or mark the point missing with confidence 0"
+        )
+    part_points[~visible] = 0.0
+    return part_points, part_scores

@@ -89,11 +89,8 @@ def test_most_confident_person_is_kept():
 def test_write_then_read_is_lossless_for_visible_points():
     poses = random_poses()
     restored = from_pose_keypoint(json.loads(json.dumps(to_pose_keypoint(poses))))
-    shown = np.ones(NUM_POINTS, bool)
-    shown[FEET] = False  # feet are not part of POSE_KEYPOINT (and never drawn)
-    np.testing.assert_array_equal(restored.visible[:, shown], poses.visible[:, shown])
-    visible = poses.visible & shown
-    np.testing.assert_array_equal(restored.points[visible], poses.points[visible])
+    np.testing.assert_array_equal(restored.visible, poses.visible)  # feet included (foot_keypoints_2d)
+    np.testing.assert_array_equal(restored.points[poses.visible], poses.points[poses.visible])
     assert (restored.canvas_width, restored.canvas_height) == (640, 480)
 
 
@@ -136,7 +133,7 @@ def test_frames_on_another_canvas_are_rescaled_to_the_first():
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ([], "zero frames"),
+        ([], "has no frames"),
         ({"people": [], "canvas_width": 1, "canvas_height": 1}, "list"),
         ([{"people": []}], "canvas_width"),
         ([{"people": [{"pose_keypoints_2d": [1.0, 2.0]}], "canvas_width": 9, "canvas_height": 9}], "54 numbers"),
@@ -150,7 +147,7 @@ def test_bad_pose_keypoint_is_a_clear_error(bad, match):
 def test_pose_errors_name_the_input_and_frame():
     good = {"people": [], "canvas_width": 9, "canvas_height": 9}
     bad = {"people": [{"pose_keypoints_2d": [1.0, 2.0]}], "canvas_width": 9, "canvas_height": 9}
-    with pytest.raises(ValueError, match=r"^target_pose\[2\]\.people\[\]\.pose_keypoints_2d: expected 54"):
+    with pytest.raises(ValueError, match=r"^target_pose\[2\]\.people\[0\]\.pose_keypoints_2d: expected 54"):
         from_pose_keypoint([good, good, bad], "target_pose")
     with pytest.raises(ValueError, match=r"^training_pose\[1\]: needs integer 'canvas_width'"):
         from_pose_keypoint([good, {"people": []}], "training_pose")
@@ -173,3 +170,113 @@ def test_interpolating_a_clip_without_anybody_is_an_error():
     empty = PoseSequence(np.zeros((3, NUM_POINTS, 2)), np.zeros((3, NUM_POINTS)), 64, 64)
     with pytest.raises(ValueError, match="nobody was detected"):
         interpolate_empty_frames(empty)
+
+
+def frame_with(person, width=100, height=80):
+    return {"people": [person], "canvas_width": width, "canvas_height": height}
+
+
+def body(*triples):
+    """pose_keypoints_2d with the given leading (x, y, c) triples, the rest missing."""
+    values = [v for t in triples for v in t]
+    return values + [0.0] * (54 - len(values))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ("[{'people': []}]", r"^target_pose: expected POSE_KEYPOINT, a list of frame dicts, got the text"),
+        ([{"people": [], "canvas_width": float("inf"), "canvas_height": 80}],
+         r"^target_pose\[0\]: needs integer 'canvas_width' and 'canvas_height' from 1 to 65536 .* canvas_width = inf"),
+        ([{"people": [], "canvas_width": 100, "canvas_height": 80.5}], r"canvas_height = 80.5"),
+        ([{"people": 5, "canvas_width": 100, "canvas_height": 80}],
+         r"^target_pose\[0\]\.people: expected a list of person dicts, got int 5"),
+        ([frame_with(["x"])], r"^target_pose\[0\]\.people\[0\]: expected a person dict"),
+        ([frame_with({"pose_keypoints_2d": ["1"] * 54})],
+         r"^target_pose\[0\]\.people\[0\]\.pose_keypoints_2d: expected a flat list of 54 numbers .* holds text"),
+        ([frame_with({"pose_keypoints_2d": "10, 20, 1"})], r"pose_keypoints_2d: expected a flat list .* got the text"),
+        ([frame_with({"pose_keypoints_2d": [[10.0, 20.0, 1.0]] * 17 + [[1.0, 2.0]]})],
+         r"pose_keypoints_2d: expected .* lists of different lengths"),
+        ([frame_with({"pose_keypoints_2d": {"x": 1.0, "y": 2.0}})], r"pose_keypoints_2d: expected .* got dict"),
+        ([frame_with({"pose_keypoints_2d": body((1e300, 20.0, 1.0))})],
+         r"pose_keypoints_2d: point 0 at \(1e\+300, 20\) lies more than one canvas size outside the 100x80 canvas"),
+        ([frame_with({"pose_keypoints_2d": body((50.0, 20.0, 1.0), (float("nan"), 20.0, 1.0))})],
+         r"^target_pose\[0\]\.people\[0\]\.pose_keypoints_2d: point 1 is marked visible .* \(nan, 20.0\)"),
+        ([frame_with({"pose_keypoints_2d": body((50.0, 20.0, float("nan")))})], r"point 0 has confidence nan"),
+    ],
+)
+def test_malformed_pose_keypoint_names_the_input_frame_and_part(bad, match):
+    with pytest.raises(ValueError, match=match):
+        from_pose_keypoint(bad, "target_pose")
+
+
+def test_missing_points_may_hold_any_coordinates():
+    person = {"pose_keypoints_2d": body((50.0, 20.0, 1.0), (float("nan"), float("inf"), 0.0), (1e300, 5.0, 0.1))}
+    poses = from_pose_keypoint([frame_with(person)])
+    assert poses.visible[0].sum() == 1
+    np.testing.assert_array_equal(poses.points[0, 1:3], 0.0)  # stored as 0, never NaN
+    assert np.isfinite(poses.points).all()
+
+
+def test_normalised_or_pixels_is_decided_per_part():
+    normalised_hand = [v for i in range(21) for v in (0.9 + 0.006 * i, 0.5, 1.0)]  # fingertip at x = 1.02
+    person = {
+        "pose_keypoints_2d": body((0.5, 0.25, 1.0), (0.5, 0.5, 1.0)),  # normalised body
+        "hand_left_keypoints_2d": normalised_hand,
+        "hand_right_keypoints_2d": [v for i in range(21) for v in (30.0 + i, 40.0, 1.0)],  # pixels
+    }
+    poses = from_pose_keypoint([frame_with(person, width=200, height=100)])
+    np.testing.assert_allclose(poses.points[0, :2], [[100, 25], [100, 50]])
+    np.testing.assert_allclose(poses.points[0, LEFT_HAND][-1], [1.02 * 200, 50])
+    np.testing.assert_allclose(poses.points[0, RIGHT_HAND][0], [30, 40])
+
+
+def sdpose_frame(points, scores, width, height):
+    """One frame exactly as core ComfyUI's SDPose Keypoint Extractor writes it (comfy_extras/nodes_sdpose.py,
+    _to_openpose_frames): pixel coordinates with the model's confidences for every point, 6 foot points,
+    70 face points (68 + R eye + L eye of the body) and the 134-point layout's 92-112 under hand_right."""
+    def flat(index):
+        return np.column_stack([points[index], scores[index]]).reshape(-1).tolist()
+
+    return {"canvas_width": width, "canvas_height": height, "people": [{
+        "pose_keypoints_2d": flat(np.r_[0:18]),
+        "foot_keypoints_2d": flat(np.r_[18:24]),
+        "face_keypoints_2d": flat(np.r_[24:92, 14, 15]),
+        "hand_right_keypoints_2d": flat(np.r_[92:113]),
+        "hand_left_keypoints_2d": flat(np.r_[113:134]),
+    }]}
+
+
+def test_sdpose_frames_are_read_with_visibility_by_score():
+    rng = np.random.default_rng(3)
+    points = rng.uniform(5, [635, 475], (NUM_POINTS, 2)).astype(np.float32)
+    scores = rng.uniform(0, 1, NUM_POINTS).astype(np.float32)
+    scores[LEFT_HAND] = 0.05  # a hand SDPose scored low: present in the JSON, not visible
+    points[FEET][0] = [-1, -1]  # SDPose writes -1 for points it could not place
+    scores[FEET][0] = 0.0
+    frame = json.loads(json.dumps(sdpose_frame(points, scores, 640, 480)))
+    poses = from_pose_keypoint([frame])
+    # SDPose's hand_right holds the layout's 92-112: it is read as labelled
+    expected_points = np.concatenate([points[:92], points[113:], points[92:113]])
+    expected_scores = np.concatenate([scores[:92], scores[113:], scores[92:113]])
+    np.testing.assert_array_equal(poses.visible[0], expected_scores >= 0.3)
+    np.testing.assert_allclose(poses.scores[0], expected_scores)
+    visible = poses.visible[0]
+    np.testing.assert_allclose(poses.points[0][visible], expected_points[visible])
+    assert poses.visible[0, FEET].sum() == (scores[19:24] >= 0.3).sum()
+    np.testing.assert_array_equal(poses.points[0, FEET][0], [0, 0])
+
+
+def test_feet_round_trip_and_are_left_out_when_missing():
+    poses = random_poses(frames=2)
+    scores = poses.scores.copy()
+    scores[0, FEET] = [0.9, 0.0, 0.8, 0.1, 0.5, 0.0]
+    scores[1, FEET] = 0.0
+    frames = to_pose_keypoint(PoseSequence(poses.points, scores, 640, 480))
+    feet = np.array(frames[0]["people"][0]["foot_keypoints_2d"]).reshape(6, 3)
+    np.testing.assert_array_equal(feet[:, 2], [1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(feet[0, :2], poses.points[0, 18])
+    assert "foot_keypoints_2d" not in frames[1]["people"][0]
+    restored = from_pose_keypoint(json.loads(json.dumps(frames)))
+    np.testing.assert_array_equal(restored.visible[:, FEET], scores[:, FEET] >= 0.3)
+    np.testing.assert_array_equal(restored.points[0, FEET][[0, 2, 4]], poses.points[0, FEET][[0, 2, 4]])
