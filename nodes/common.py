@@ -2,6 +2,7 @@
 import torch
 
 from ..posecrafter.skeleton import render_skeletons
+from . import _comfy
 
 CATEGORY = "PoseCrafter"
 MODEL_TYPE = "POSECRAFTER_MODEL"
@@ -47,6 +48,37 @@ def check_frame_count(count, expected, input_name, other_name):
         raise ValueError(f"'{input_name}' has {count} frames but '{other_name}' has {expected}: they must match")
 
 
+LATENT_SCALE = 8  # pixels per latent pixel (SD1.5 VAE)
+_reported_crops = set()
+
+
+def poses_for_latents(poses, latent_height, latent_width):
+    """The poses on the pixel canvas of latents [..., h, w] (8h x 8w pixels).
+
+    ComfyUI's VAE Encode crops a frame whose size is not a multiple of 8 to the centred multiple of 8
+    (comfy/sd.py vae_encode_crop_pixels: (size % 8) // 2 pixels off the left/top, the rest off the
+    right/bottom). Poses on such a frame's canvas are cropped the same way (logged once per frame size), so
+    they stay on the pixels they were detected on; poses on any other canvas are rescaled to it.
+    """
+    width, height = latent_width * LATENT_SCALE, latent_height * LATENT_SCALE
+    size = (poses.canvas_width, poses.canvas_height)
+    if size == (width, height):
+        return poses
+    if (size[0] // LATENT_SCALE, size[1] // LATENT_SCALE) != (latent_width, latent_height):
+        return poses.on_canvas(width, height)
+    left, top = (size[0] % LATENT_SCALE) // 2, (size[1] % LATENT_SCALE) // 2
+    if size not in _reported_crops:
+        _reported_crops.add(size)
+        _comfy.log.info(
+            "PoseCrafter: the frames are %dx%d pixels, not a multiple of 8; VAE Encode cropped them to %dx%d "
+            "(%d px off the left, %d off the right, %d off the top, %d off the bottom) and the poses are cropped the "
+            "same way. Resize the frames to a multiple of 8 to keep every pixel.",
+            size[0], size[1], width, height, left, size[0] - width - left, top, size[1] - height - top,
+        )
+    return poses.cropped(left, top, width, height)
+
+
 def pose_images_for(poses, samples):
-    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (8 pixels per latent pixel)."""
-    return render_skeletons(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)
+    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (see poses_for_latents)."""
+    height, width = samples.shape[-2:]
+    return render_skeletons(poses_for_latents(poses, height, width), width * LATENT_SCALE, height * LATENT_SCALE)

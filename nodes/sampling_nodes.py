@@ -9,7 +9,8 @@ from ..posecrafter.reference import remove_inserted_reference
 from ..posecrafter.schedulers import MAX_STEPS
 from . import _comfy
 from .common import (
-    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds,
+    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, poses_for_latents,
+    prompt_embeds,
 )
 from .pose_nodes import release_dwpose_sessions
 
@@ -115,7 +116,8 @@ class LatentEditor:
             raise ValueError(f"'alpha' is {alpha} but the inversion has {steps} DDIM steps: choose alpha between 1 "
                              f"and {steps} (1 edits the starting latent)")
         z_t = inversion.final.cpu()
-        plan = _only_parts(latent_edit.plan_latent_edits(poses, z_t.shape[-2], z_t.shape[-1]), edit_face, edit_hands)
+        on_latents = poses_for_latents(poses, z_t.shape[-2], z_t.shape[-1])
+        plan = _only_parts(latent_edit.plan_latent_edits(on_latents, z_t.shape[-2], z_t.shape[-1]), edit_face, edit_hands)
         if alpha == 1:
             out = {"samples": latent_edit.edit_initial_latents(z_t, plan), STEPS_KEY: steps}
         else:

@@ -96,6 +96,15 @@ class PoseSequence:
         scale = np.array([canvas_width / self.canvas_width, canvas_height / self.canvas_height])
         return replace(self, points=self.points * scale, canvas_width=canvas_width, canvas_height=canvas_height)
 
+    def cropped(self, left: int, top: int, width: int, height: int) -> PoseSequence:
+        """The same poses on the ``width`` x ``height`` window of the canvas whose top-left pixel is
+        (``left``, ``top``); points outside the window keep their (now outside) coordinates."""
+        if left < 0 or top < 0 or width < 1 or height < 1 or left + width > self.canvas_width or \
+                top + height > self.canvas_height:
+            raise ValueError(f"crop: the window {width}x{height} at ({left}, {top}) is not inside the "
+                             f"{self.canvas_width}x{self.canvas_height} canvas")
+        return replace(self, points=self.points - [left, top], canvas_width=width, canvas_height=height)
+
 
 def interpolate_empty_frames(poses: PoseSequence) -> PoseSequence:
     """Fill frames where nobody was detected from the nearest detected frames before and after.

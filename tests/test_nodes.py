@@ -272,3 +272,48 @@ def test_tuner_seed_has_no_control_after_generate():
     change the seed, and so re-run hours of tuning, at every queue."""
     tuner = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterOneShotTuner"]
     assert tuner.INPUT_TYPES()["required"]["seed"][1]["control_after_generate"] is False
+
+
+def one_point_pose(x, y, width, height):
+    """POSE_KEYPOINT with only the nose (drawn as a red disc, body colour 0) visible."""
+    return [{"people": [{"pose_keypoints_2d": [x, y, 1.0] + [0.0] * 51}], "canvas_width": width,
+             "canvas_height": height}]
+
+
+def red_centre(images):
+    """Centre (x, y) of the pure-red pixels of the first image [F,3,H,W]."""
+    image = images[0].permute(1, 2, 0).numpy()
+    ys, xs = np.nonzero((image[..., 0] > 0.99) & (image[..., 1] < 0.01) & (image[..., 2] < 0.01))
+    return xs.mean(), ys.mean()
+
+
+def test_poses_follow_the_crop_of_vae_encode_on_frames_not_a_multiple_of_8(caplog):
+    common = pack_module("nodes.common")
+    read = pack_module("posecrafter.pose").from_pose_keypoint
+    latents = torch.zeros(1, 4, 11, 12)  # VAE Encode of a 100x90 frame: 96x88 pixels, 2 px off left, 1 off top
+    with caplog.at_level("INFO", logger="PoseCrafter"):
+        images = common.pose_images_for(read(one_point_pose(90.0, 80.0, 100, 90)), latents)
+        common.pose_images_for(read(one_point_pose(20.0, 30.0, 100, 90)), latents)
+    assert images.shape == (1, 3, 88, 96)
+    assert red_centre(images) == (88.0, 79.0)  # frame pixel (90, 80) is pixel (88, 79) of the cropped frame
+    crop_lines = [r.getMessage() for r in caplog.records if "not a multiple of 8" in r.getMessage()]
+    assert len(crop_lines) == 1
+    assert "100x90" in crop_lines[0] and "96x88" in crop_lines[0] and "2 px off the left, 2 off the right" in crop_lines[0]
+    # a canvas of another size (poses of another video) is rescaled, not cropped
+    rescaled = common.pose_images_for(read(one_point_pose(180.0, 160.0, 200, 180)), latents)
+    assert red_centre(rescaled) == (86.0, 78.0)  # (86.4, 78.2)
+    assert common.poses_for_latents(read(one_point_pose(10.0, 20.0, 96, 88)), 11, 12).points[0, 0].tolist() == [10, 20]
+
+
+@pytest.mark.parametrize("pose", [
+    "not poses",
+    [{"people": 5, "canvas_width": 64, "canvas_height": 64}],
+    [{"people": [{"pose_keypoints_2d": [1e300, 1.0, 1.0] + [0.0] * 51}], "canvas_width": 64, "canvas_height": 64}],
+    [{"people": [{"pose_keypoints_2d": [float("nan"), 1.0, 1.0] + [0.0] * 51}], "canvas_width": 64,
+      "canvas_height": 64}],
+])
+def test_bad_poses_reach_the_user_as_messages_naming_the_input(pose):
+    with pytest.raises(ValueError, match=r"^pose"):
+        node("PoseCrafterPoseRender").render(pose, 64, 64)
+    with pytest.raises(ValueError, match=r"^target_pose"):
+        node("PoseCrafterPoseInserter").insert(pose, synthetic_pose(1), 0)
