@@ -48,6 +48,22 @@ def check_frame_count(count, expected, input_name, other_name):
         raise ValueError(f"'{input_name}' has {count} frames but '{other_name}' has {expected}: they must match")
 
 
+def context_window_problem(context_length, context_overlap):
+    """What is wrong with the Temporal Sampler's sliding-window widgets, said in their terms, or None."""
+    if context_length < 0:
+        return f"'context_length' is {context_length}: use 0 (all frames in one window) or the frames per window, e.g. 16"
+    if context_overlap < 0:
+        return f"'context_overlap' is {context_overlap}: use 0 (windows side by side) or more"
+    if context_length and context_overlap >= context_length:
+        return (
+            f"'context_overlap' ({context_overlap}) must be smaller than 'context_length' ({context_length}): "
+            f"windows of {context_length} frames that share {context_overlap} with the next one never move on. Set "
+            f"context_overlap to {context_length - 1} or less (about a quarter works well, e.g. 4 of 16), or "
+            "context_length to 0 to sample all frames in one window"
+        )
+    return None
+
+
 LATENT_SCALE = 8  # pixels per latent pixel (SD1.5 VAE)
 _reported_crops = set()
 

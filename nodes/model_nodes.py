@@ -194,15 +194,42 @@ class OneShotTuner:
         return (tuned, loss_curve_image(result.losses, f"PoseCrafter tuning loss ({result.steps} steps)"))
 
 
-def sanitise_name(name):
-    """A safe file name in models/posecrafter: no folders, no odd characters, .safetensors at the end."""
-    stem = os.path.basename(name.strip().replace("\\", "/"))
-    if stem.lower().endswith(".safetensors"):
-        stem = stem[: -len(".safetensors")]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._")
+TUNED_SUFFIX = ".safetensors"
+MAX_NAME_BYTES = 255  # the longest file name most file systems (ext4, APFS, NTFS in UTF-16 units) take
+# What Windows, macOS or Linux file names cannot hold: folder separators, the characters Windows reserves, and
+# control characters.
+UNUSABLE_CHARACTERS = re.compile(r'[/\\<>:"|?*\x00-\x1f]')
+RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def tuned_file_name(name):
+    """The file name in models/posecrafter for the 'filename' widget: as typed (Unicode letters, spaces and
+    all) with .safetensors at the end; a name no file system can take is refused, saying why."""
+    stem = name.strip()
+    if stem.lower().endswith(TUNED_SUFFIX):
+        stem = stem[: -len(TUNED_SUFFIX)]
     if not stem:
-        raise ValueError("'filename' is empty after removing unsafe characters: use letters, digits, '-', '_' or '.'")
-    return stem + ".safetensors"
+        raise ValueError("'filename' is empty: type a name for the tuned weights, e.g. posecrafter_tuned")
+    unusable = sorted(set(UNUSABLE_CHARACTERS.findall(stem)))
+    if unusable:
+        shown = " ".join(repr(c) for c in unusable)
+        raise ValueError(
+            f"'filename' contains {shown}, which file names cannot hold (the file always goes into models/posecrafter, "
+            "so no folders either): use letters of any language, digits, spaces, '-', '_' or '.'"
+        )
+    if stem.startswith("."):
+        raise ValueError("'filename' starts with '.', which makes a hidden file: start it with a letter or digit")
+    if stem.split(".")[0].upper() in RESERVED_NAMES:
+        raise ValueError(f"'filename' {stem!r} is a device name on Windows ({stem.split('.')[0].upper()}): choose "
+                         "another name")
+    size = len((stem + TUNED_SUFFIX).encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        room = MAX_NAME_BYTES - len(TUNED_SUFFIX)
+        raise ValueError(
+            f"'filename' is too long for a file name: {len(stem)} characters take {size - len(TUNED_SUFFIX)} bytes, and "
+            f"file systems allow {room} plus '{TUNED_SUFFIX}' (a letter like é takes 2 bytes, 名 takes 3): shorten it"
+        )
+    return stem + TUNED_SUFFIX
 
 
 class SaveTuned:
@@ -217,16 +244,26 @@ class SaveTuned:
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The tuned model from PoseCrafter One-Shot Tuner."}),
-                "filename": ("STRING", {"default": "posecrafter_tuned", "tooltip": "File name in models/posecrafter; an existing file of that name is replaced."}),
+                "filename": ("STRING", {"default": "posecrafter_tuned", "tooltip": "File name in models/posecrafter (any language's letters; not / \\ : * ? \" < > |); .safetensors is added; an existing file of that name is replaced."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename=None):
+        # A bad name is refused before the workflow tunes, not after; a linked name arrives as None.
+        if filename is not None:
+            try:
+                tuned_file_name(filename)
+            except ValueError as err:
+                return str(err)
+        return True
 
     def save(self, model, filename):
         dirs = _comfy.model_dirs("posecrafter")
         if not dirs:
             raise ValueError("no models/posecrafter folder is configured (outside ComfyUI set POSECRAFTER_MODELS_DIR)")
         os.makedirs(dirs[0], exist_ok=True)
-        path = os.path.join(dirs[0], sanitise_name(filename))
+        path = os.path.join(dirs[0], tuned_file_name(filename))
         model.activate(_comfy.offload_device())
         metadata = {key: str(value) for key, value in model.info.items()}
         tuning.save_tuned(model.model, path, metadata=metadata)

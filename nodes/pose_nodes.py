@@ -2,7 +2,7 @@
 import json
 
 from ..posecrafter import dwpose, reference, skeleton
-from ..posecrafter.pose import from_pose_keypoint, to_pose_keypoint
+from ..posecrafter.pose import from_pose_keypoint, interpolate_empty_frames, to_pose_keypoint
 from . import _comfy
 from .common import CATEGORY, check_frame_count, latent_samples
 
@@ -42,21 +42,27 @@ class DWPoseExtractor:
     def extract(self, images, fill_gaps):
         progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
         try:
-            result = _extractor(_comfy.dwpose_dirs()).extract(
-                images, callback=lambda done, total: progress.update(done), fill_gaps=fill_gaps
-            )
+            result = _extractor(_comfy.dwpose_dirs()).extract(images, callback=lambda done, total: progress.update(done))
         finally:
             progress.close()
-        if result.missing_frames and not fill_gaps:
-            frames = ", ".join(str(i) for i in result.missing_frames)
+        poses, missing = result.poses, result.missing_frames
+        if len(missing) == images.shape[0]:
+            raise ValueError(
+                f"'images': no person detected in any of the {images.shape[0]} frames"
+                + (", so fill_gaps has no frame to fill the others from" if fill_gaps else "")
+                + ": use a clip where the whole person is in view"
+            )
+        if missing and not fill_gaps:
+            frames = ", ".join(str(i) for i in missing)
             raise ValueError(
                 f"'images': no person detected in frame(s) {frames} of {images.shape[0]}: use a clip where the "
                 "person is visible in every frame, or turn on fill_gaps"
             )
-        if result.missing_frames:
-            _comfy.log.info("PoseCrafter DWPose: filled frames %s from their neighbours", result.missing_frames)
-        pose = to_pose_keypoint(result.poses)
-        drawn = skeleton.render_skeleton_images(result.poses, images.shape[2], images.shape[1])
+        if missing:
+            poses = interpolate_empty_frames(poses)
+            _comfy.log.info("PoseCrafter DWPose: filled frames %s from their neighbours", missing)
+        pose = to_pose_keypoint(poses)
+        drawn = skeleton.render_skeleton_images(poses, images.shape[2], images.shape[1])
         return {"ui": {"openpose_json": [json.dumps(pose)]}, "result": (pose, drawn)}
 
 

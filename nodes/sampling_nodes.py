@@ -9,8 +9,8 @@ from ..posecrafter.reference import remove_inserted_reference
 from ..posecrafter.schedulers import MAX_STEPS
 from . import _comfy
 from .common import (
-    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, poses_for_latents,
-    prompt_embeds,
+    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, context_window_problem, latent_samples, pose_images_for,
+    poses_for_latents, prompt_embeds,
 )
 from .pose_nodes import release_dwpose_sessions
 
@@ -183,6 +183,9 @@ class TemporalSampler:
 
     def sample(self, model, latent, pose, positive, steps, cfg, control_strength, context_length, context_overlap,
                drop_inserted_frame, negative=None):
+        window_problem = context_window_problem(context_length, context_overlap)
+        if window_problem:  # reached when the widgets are linked, so VALIDATE_INPUTS saw no values
+            raise ValueError(window_problem)
         samples = latent_samples(latent, "latent")
         poses = from_pose_keypoint(pose, "pose")
         check_frame_count(len(poses), samples.shape[0], "pose", "latent")

@@ -147,14 +147,39 @@ def test_latent_helpers_copy_and_check():
         common.prompt_embeds([[cond[0][0], {"control": object()}]], "positive", 768)
 
 
-def test_sanitised_tuned_file_names():
-    sanitise = pack_module("nodes.model_nodes").sanitise_name
-    assert sanitise("my run") == "my_run.safetensors"
-    assert sanitise("../../etc/passwd") == "passwd.safetensors"
-    assert sanitise("C:\\models\\x.safetensors") == "x.safetensors"
-    assert sanitise("ok-name_1.2") == "ok-name_1.2.safetensors"
+def test_tuned_file_names_keep_unicode_and_refuse_what_file_systems_cannot_take():
+    name = pack_module("nodes.model_nodes").tuned_file_name
+    assert name("tuned-é名") == "tuned-é名.safetensors"
+    assert name(" my run ") == "my run.safetensors"
+    assert name("ok-name_1.2.safetensors") == "ok-name_1.2.safetensors"
+    assert name("a" * 243) == "a" * 243 + ".safetensors"  # 255 bytes
+    with pytest.raises(ValueError, match=r"'filename' is too long .* 300 characters take 300 bytes, and file systems "
+                                         r"allow 243 plus '.safetensors'"):
+        name("a" * 300)
+    with pytest.raises(ValueError, match="100 characters take 300 bytes"):
+        name("名" * 100)
+    with pytest.raises(ValueError, match=r"'filename' contains '/', which file names cannot hold .* no folders"):
+        name("../../etc/passwd")
+    with pytest.raises(ValueError, match=r"contains ':' '\\\\'"):
+        name("C:\\models\\x")
     with pytest.raises(ValueError, match="'filename' is empty"):
-        sanitise("///")
+        name("  ")
+    with pytest.raises(ValueError, match="hidden file"):
+        name(".hidden")
+    with pytest.raises(ValueError, match="device name on Windows"):
+        name("con")
+    save_tuned = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterSaveTuned"]
+    assert save_tuned.VALIDATE_INPUTS(filename="tuned-é名") is True and save_tuned.VALIDATE_INPUTS() is True
+    assert save_tuned.VALIDATE_INPUTS(filename="x" * 300).startswith("'filename' is too long")
+
+
+def test_sampler_explains_windows_that_never_move_before_any_work():
+    sampler = node("PoseCrafterTemporalSampler")
+    with pytest.raises(ValueError, match=r"^'context_overlap' \(3\) must be smaller than 'context_length' \(3\): "
+                                         r"windows of 3 frames .* never move on. Set context_overlap to 2 or less"):
+        sampler.sample(None, None, None, None, 4, 1.0, 1.0, 3, 3, True)
+    with pytest.raises(ValueError, match=r"^'context_overlap' is -1: use 0"):
+        sampler.sample(None, None, None, None, 4, 1.0, 1.0, 16, -1, True)
 
 
 def test_loss_curve_image():

@@ -166,6 +166,9 @@ def test_dwpose_node_on_tiny_onnx_models(tmp_path, monkeypatch):
     assert keypoints[0]["canvas_width"] == 320 and keypoints[0]["canvas_height"] == 240
     assert keypoints[1] == keypoints[0], "the gap is filled from its identical neighbours"
     assert skeleton.shape == (3, 240, 320, 3) and skeleton.max() > 0
+    with pytest.raises(ValueError, match=r"^'images': no person detected in any of the 2 frames, so fill_gaps has no "
+                                         "frame to fill the others from: use a clip where the whole person is in view"):
+        run("PoseCrafterDWPoseExtractor", images[1:2].repeat(2, 1, 1, 1), True)
 
 
 @pytest.mark.parametrize("move", ["activate", "offload"])
