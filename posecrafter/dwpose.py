@@ -176,11 +176,33 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def _open_session(onnxruntime, path: Path):
-    """An onnxruntime session on CUDA when it is available, else CPU."""
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+def choose_providers(available: Sequence[str], cuda_gpu: bool) -> tuple[list[str], str | None]:
+    """The onnxruntime execution providers to ask for, and why the CPU is used (None when CUDA is asked for).
+
+    CUDA only when onnxruntime has its provider and there is a CUDA GPU (``cuda_gpu``, from PyTorch):
+    onnxruntime-gpu asked for CUDA on a machine without one prints "Failed to load libcublasLt..." errors
+    at every session before it falls back to the CPU.
+    """
+    has_provider = "CUDAExecutionProvider" in available
+    if has_provider and cuda_gpu:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], None
+    if has_provider:
+        return ["CPUExecutionProvider"], "onnxruntime-gpu is installed but PyTorch sees no CUDA GPU"
+    if cuda_gpu:
+        return ["CPUExecutionProvider"], (
+            "the installed onnxruntime has no CUDA provider; install onnxruntime-gpu (for your CUDA version) into "
+            "ComfyUI's Python to run it on the GPU"
+        )
+    return ["CPUExecutionProvider"], "there is no CUDA GPU"
+
+
+def _cuda_gpu() -> bool:
+    """Whether PyTorch has a usable NVIDIA CUDA device (ROCm builds report HIP devices as cuda too)."""
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def _open_session(onnxruntime, path: Path, providers: list[str]):
+    """An onnxruntime session asking for ``providers`` in order."""
     try:
         return onnxruntime.InferenceSession(str(path), providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for unreadable graphs
@@ -274,17 +296,18 @@ class Extraction:
 class DWPoseExtractor:
     """YOLOX + DWPose on onnxruntime, models found by file name in ``model_dirs`` (searched recursively).
 
-    Uses CUDA when the session really runs on it (checked with session.get_providers()), else CPU, and
-    logs which one ran.
+    Asks for CUDA only where it can work (``choose_providers``), reports the provider the sessions really run
+    on (session.get_providers()) and logs it in one line, with the reason when it is the CPU.
     """
 
     def __init__(self, model_dirs: Sequence[str | Path]):
         onnxruntime = _import_onnxruntime()
         detector_path = find_model_file(DETECTOR_FILE, model_dirs)
         pose_path = find_model_file(POSE_MODEL_FILE, model_dirs)
-        self.detector = _open_session(onnxruntime, detector_path)
+        providers, cpu_reason = choose_providers(onnxruntime.get_available_providers(), _cuda_gpu())
+        self.detector = _open_session(onnxruntime, detector_path, providers)
         _check_detector(self.detector, detector_path)
-        self.pose_model = _open_session(onnxruntime, pose_path)
+        self.pose_model = _open_session(onnxruntime, pose_path, providers)
         self.pose_input_size = _check_pose_model(self.pose_model, pose_path)
         self._detector_input = self.detector.get_inputs()[0].name
         self._pose_input = self.pose_model.get_inputs()[0].name
@@ -294,7 +317,11 @@ class DWPoseExtractor:
             self.provider = pose_provider
         else:
             self.provider = f"detector on {detector_provider}, pose model on {pose_provider}"
-        logger.info("DWPose runs on %s (%s, %s)", self.provider, detector_path, pose_path)
+        if cpu_reason is None and "CUDA" not in self.provider:
+            cpu_reason = ("CUDA was asked for but onnxruntime could not use it (see its messages above; often a CUDA "
+                          "or cuDNN version this onnxruntime-gpu was not built for)")
+        reason = f", because {cpu_reason}" if cpu_reason and self.provider == "CPUExecutionProvider" else ""
+        logger.info("DWPose runs on %s%s (%s, %s)", self.provider, reason, detector_path, pose_path)
 
     def detect_people(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Person boxes [n, 4] and scores [n] in one uint8 RGB frame [H, W, 3]."""

@@ -264,17 +264,37 @@ def test_bad_frames_are_clear_errors(extractor):
         extractor.extract(torch.ones(2, 8, 8))
 
 
-@pytest.mark.filterwarnings("ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names")
+@pytest.mark.parametrize("available, cuda_gpu, providers, reason", [
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], True, ["CUDAExecutionProvider", "CPUExecutionProvider"], None),
+    (["CUDAExecutionProvider", "CPUExecutionProvider"], False, ["CPUExecutionProvider"],
+     "onnxruntime-gpu is installed but PyTorch sees no CUDA GPU"),
+    (["CPUExecutionProvider"], True, ["CPUExecutionProvider"], "the installed onnxruntime has no CUDA provider; install "
+     "onnxruntime-gpu"),
+    (["AzureExecutionProvider", "CPUExecutionProvider"], False, ["CPUExecutionProvider"], "there is no CUDA GPU"),
+])
+def test_cuda_is_asked_for_only_where_it_can_work(available, cuda_gpu, providers, reason):
+    chosen, why = dwpose.choose_providers(available, cuda_gpu)
+    assert chosen == providers
+    assert why == reason if reason is None else why.startswith(reason)
+
+
 def test_reported_provider_is_the_one_that_ran(model_dirs, monkeypatch, caplog):
-    # onnxruntime lists CUDA, but this CPU build silently runs the session on CPU: report what ran
+    # onnxruntime-gpu on a machine without a CUDA GPU (this one): CUDA is not even asked for, one line says why
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    asked = []
+    real_session = onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession",
+                        lambda path, providers: asked.append(providers) or real_session(path, providers=providers))
     with caplog.at_level(logging.INFO, logger="posecrafter.dwpose"):
         extractor = DWPoseExtractor(model_dirs)
+    assert asked == [["CPUExecutionProvider"]] * 2
     assert extractor.provider == extractor.pose_model.get_providers()[0] == "CPUExecutionProvider"
     assert extractor.extract(torch.ones(1, FRAME_H, FRAME_W, 3)).provider == "CPUExecutionProvider"
     lines = [r.getMessage() for r in caplog.records if r.name == "posecrafter.dwpose"]
-    assert len(lines) == 1 and lines[0].startswith("DWPose runs on CPUExecutionProvider")
+    assert len(lines) == 1
+    assert lines[0].startswith("DWPose runs on CPUExecutionProvider, because onnxruntime-gpu is installed but PyTorch "
+                               "sees no CUDA GPU (")
 
 
 def test_models_are_found_recursively_and_missing_ones_named(model_dirs, tmp_path):
