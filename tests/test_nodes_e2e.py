@@ -69,10 +69,10 @@ def test_workflow_a_chain(models):
     assert changed, "tuning changed no trainable tensor"
     assert all(torch.equal(base_weights[k], base.trainable[k]) for k in base_weights), "tuning modified its input"
 
-    run("PoseCrafterSaveTuned", tuned, "my run")
-    assert (models / "posecrafter" / "my_run.safetensors").is_file()
-    assert load_pack().NODE_CLASS_MAPPINGS["PoseCrafterLoadTuned"].INPUT_TYPES()["required"]["tuned_weights"][0] == ["my_run.safetensors"]
-    (reloaded,) = run("PoseCrafterLoadTuned", base, "my_run.safetensors")
+    run("PoseCrafterSaveTuned", tuned, "tuned-é名 run")
+    assert (models / "posecrafter" / "tuned-é名 run.safetensors").is_file()
+    assert load_pack().NODE_CLASS_MAPPINGS["PoseCrafterLoadTuned"].INPUT_TYPES()["required"]["tuned_weights"][0] == ["tuned-é名 run.safetensors"]
+    (reloaded,) = run("PoseCrafterLoadTuned", base, "tuned-é名 run.safetensors")
     assert all(torch.equal(reloaded.trainable[k], tuned.trainable[k]) for k in changed)
 
     ref_latent, ref_image, ref_pose, index, _ = run(
