@@ -59,9 +59,10 @@ class PoseSequence:
             raise ValueError(f"points: expected shape [F, {NUM_POINTS}, 2], got {list(points.shape)}")
         if scores.shape != points.shape[:2]:
             raise ValueError(f"scores: expected shape {list(points.shape[:2])}, got {list(scores.shape)}")
-        if int(self.canvas_width) < 1 or int(self.canvas_height) < 1:
+        if not (np.isfinite(self.canvas_width) and np.isfinite(self.canvas_height)) or \
+                int(self.canvas_width) < 1 or int(self.canvas_height) < 1:
             raise ValueError(
-                f"canvas_width/canvas_height: must be positive, got {self.canvas_width}x{self.canvas_height}"
+                f"canvas_width/canvas_height: must be positive pixel counts, got {self.canvas_width}x{self.canvas_height}"
             )
         if self.inserted_reference is not None and not 0 <= self.inserted_reference < len(points):
             raise ValueError(

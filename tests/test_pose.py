@@ -210,6 +210,11 @@ def test_malformed_pose_keypoint_names_the_input_frame_and_part(bad, match):
         from_pose_keypoint(bad, "target_pose")
 
 
+def test_pose_sequence_refuses_a_canvas_of_infinite_size():
+    with pytest.raises(ValueError, match="canvas_width/canvas_height: must be positive pixel counts, got infx64"):
+        PoseSequence(np.zeros((1, NUM_POINTS, 2)), np.zeros((1, NUM_POINTS)), float("inf"), 64)
+
+
 def test_missing_points_may_hold_any_coordinates():
     person = {"pose_keypoints_2d": body((50.0, 20.0, 1.0), (float("nan"), float("inf"), 0.0), (1e300, 5.0, 0.1))}
     poses = from_pose_keypoint([frame_with(person)])
