@@ -19,6 +19,7 @@ LEFT_HAND = slice(92, 113)
 RIGHT_HAND = slice(113, 134)
 VISIBLE_SCORE = 0.3
 R_EYE, L_EYE = 14, 15
+R_WRIST, L_WRIST = 4, 7
 
 # Key that marks the frame the pose inserter put in (spec 5.3); other packs ignore unknown keys.
 INSERTED_REFERENCE_KEY = "posecrafter_inserted_reference"
@@ -219,6 +220,7 @@ def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoi
         candidates = [_read_person(person, width, height, f"{input_name}[{f}].people[{p}]")
                       for p, person in enumerate(people)]
         frame_points, frame_scores = max(candidates, key=lambda c: c[1][c[1] >= VISIBLE_SCORE].sum())
+        frame_points, frame_scores = _hands_on_their_wrists(frame_points, frame_scores)
         points[f] = frame_points * [canvas_width / width, canvas_height / height]
         scores[f] = frame_scores
     if len(inserted) > 1:
@@ -227,6 +229,27 @@ def from_pose_keypoint(pose_keypoint: list[dict], input_name: str = "pose_keypoi
             "insert the reference pose only once"
         )
     return PoseSequence(points, scores, canvas_width, canvas_height, inserted[0] if inserted else None)
+
+
+def _hands_on_their_wrists(points: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Swap the two hands when they sit at each other's wrist.
+
+    A hand's point 0 is its wrist. Extractors disagree on which label the person's left hand gets (core
+    ComfyUI's SDPose writes COCO-WholeBody's left hand as ``hand_right_keypoints_2d``, comfyui_controlnet_aux
+    and DWPose as ``hand_left_keypoints_2d``), so the body's wrists decide: with both wrists visible, the hands
+    are swapped when their visible wrist points lie less than half as far from the other wrist.
+    """
+    if not (scores[[L_WRIST, R_WRIST]] >= VISIBLE_SCORE).all():
+        return points, scores
+    labelled = swapped = 0.0
+    for hand_wrist, own, other in ((LEFT_HAND.start, L_WRIST, R_WRIST), (RIGHT_HAND.start, R_WRIST, L_WRIST)):
+        if scores[hand_wrist] >= VISIBLE_SCORE:
+            labelled += np.linalg.norm(points[hand_wrist] - points[own])
+            swapped += np.linalg.norm(points[hand_wrist] - points[other])
+    if not 2 * swapped < labelled:
+        return points, scores
+    order = np.r_[0:LEFT_HAND.start, RIGHT_HAND, LEFT_HAND]
+    return points[order], scores[order]
 
 
 def _kind(value) -> str:

@@ -30,6 +30,7 @@ def load_sample():
 def random_poses(frames=3, width=640, height=480, seed=0):
     rng = np.random.default_rng(seed)
     points = rng.uniform(2, [width - 2, height - 2], (frames, NUM_POINTS, 2))
+    points[:, [LEFT_HAND.start, RIGHT_HAND.start]] = points[:, [7, 4]]  # a hand's point 0 is its wrist (L 7, R 4)
     scores = rng.uniform(0, 1, (frames, NUM_POINTS))
     return PoseSequence(points, scores, width, height)
 
@@ -259,11 +260,11 @@ def test_sdpose_frames_are_read_with_visibility_by_score():
     scores[LEFT_HAND] = 0.05  # a hand SDPose scored low: present in the JSON, not visible
     points[FEET][0] = [-1, -1]  # SDPose writes -1 for points it could not place
     scores[FEET][0] = 0.0
+    scores[[4, 7, RIGHT_HAND.start]] = 0.9
+    points[[LEFT_HAND.start, RIGHT_HAND.start]] = points[[7, 4]] + 1.5  # each hand at its own wrist
     frame = json.loads(json.dumps(sdpose_frame(points, scores, 640, 480)))
     poses = from_pose_keypoint([frame])
-    # SDPose's hand_right holds the layout's 92-112: it is read as labelled
-    expected_points = np.concatenate([points[:92], points[113:], points[92:113]])
-    expected_scores = np.concatenate([scores[:92], scores[113:], scores[92:113]])
+    expected_points, expected_scores = points, scores
     np.testing.assert_array_equal(poses.visible[0], expected_scores >= 0.3)
     np.testing.assert_allclose(poses.scores[0], expected_scores)
     visible = poses.visible[0]
@@ -285,3 +286,23 @@ def test_feet_round_trip_and_are_left_out_when_missing():
     restored = from_pose_keypoint(json.loads(json.dumps(frames)))
     np.testing.assert_array_equal(restored.visible[:, FEET], scores[:, FEET] >= 0.3)
     np.testing.assert_array_equal(restored.points[0, FEET][[0, 2, 4]], poses.points[0, FEET][[0, 2, 4]])
+
+
+def test_hands_are_given_to_the_wrist_they_sit_at():
+    """SDPose labels COCO-WholeBody's left hand (points 92-112, at the L wrist) hand_right: it still ends up as the
+    left hand; controlnet_aux's labels, which agree with the wrists, are kept."""
+    poses = random_poses(frames=1)
+    scores = poses.scores.copy()
+    scores[0, [4, 7, LEFT_HAND.start, RIGHT_HAND.start]] = 1.0
+    poses = PoseSequence(poses.points, scores, 640, 480)
+    sdpose = from_pose_keypoint([sdpose_frame(poses.points[0], poses.scores[0], 640, 480)])
+    controlnet_aux = from_pose_keypoint(to_pose_keypoint(poses))
+    for restored in (sdpose, controlnet_aux):
+        np.testing.assert_array_equal(restored.points[0][restored.visible[0]], poses.points[0][poses.visible[0]])
+        np.testing.assert_array_equal(restored.visible, poses.visible)
+    one_hand = copy.deepcopy(to_pose_keypoint(poses))
+    person = one_hand[0]["people"][0]
+    person["hand_right_keypoints_2d"], person["hand_left_keypoints_2d"] = person["hand_left_keypoints_2d"], None
+    moved = from_pose_keypoint(one_hand)
+    assert not moved.visible[0, RIGHT_HAND].any()
+    np.testing.assert_array_equal(moved.points[0, LEFT_HAND][0], poses.points[0, 7])
