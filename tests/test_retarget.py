@@ -121,6 +121,18 @@ def test_bones_takes_training_lengths_and_driving_directions():
     assert_clean(result, driving)
 
 
+def test_hands_follow_the_forearm_and_the_face_the_head():
+    # Only the forearms 1.4x longer; the hands as large as the training person's.
+    lengths = {**LENGTHS, (3, 4): 1.4 * 55, (6, 7): 1.4 * 55}
+    driving = whole_body_person(lengths, face_size=0.5)
+    out = retarget_poses(driving, training_person()).poses
+    np.testing.assert_allclose(spread(out, RIGHT_HAND, 4), spread(driving, RIGHT_HAND, 4) / 1.4, rtol=1e-9)
+    np.testing.assert_allclose(spread(out, LEFT_HAND, 7), spread(driving, LEFT_HAND, 7) / 1.4, rtol=1e-9)
+    # The face is half size while the nose-eye-ear bones are not: the head ratio lies between 1 and 2.
+    ratio = spread(out, FACE, 0) / spread(driving, FACE, 0)
+    assert np.ptp(ratio) < 1e-9 and 1.0 < ratio[0] < 2.0
+
+
 @pytest.mark.parametrize("mode", ["bones", "global"])
 def test_anchor_starts_where_the_training_person_stands_and_keeps_the_scaled_path(mode):
     training, driving = training_person(), driving_person()
