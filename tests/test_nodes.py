@@ -114,7 +114,8 @@ def test_select_frames_takes_frames_with_uniform_stride():
     select = node("PoseCrafterSelectFrames").select
 
     def picked(frames, clip=images):
-        (out,) = select(clip, frames)
+        out, poses = select(clip, frames)
+        assert poses == []  # no training_pose connected
         assert out.shape[1:] == clip.shape[1:]
         return out[:, 0, 0, 0].int().tolist()
 

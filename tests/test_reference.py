@@ -42,7 +42,7 @@ def test_pose_vector_normalises_and_marks_missing_points():
 
 
 def test_eq5_sums_plain_l2_distances_over_the_target_sequence():
-    choice = select_reference_frame(TRAINING, TARGET)
+    choice = select_reference_frame(TRAINING, TARGET, distance="paper")
     # training 0: 0 + |(.5,.5)-(.4,.6)|; training 1: |(.2,.6)-(.5,.5)| + |(.2,.6)-(.4,.6)|;
     # training 2: nobody -> never chosen; training 3: its neck is missing in the targets (-1 vs .5)
     expected = [math.sqrt(0.02), math.sqrt(0.1) + 0.2, math.inf, math.sqrt(4.5) + math.sqrt(4.52)]
@@ -50,17 +50,18 @@ def test_eq5_sums_plain_l2_distances_over_the_target_sequence():
     assert choice.index == 0
 
 
-def test_ties_go_to_the_earliest_frame():
+@pytest.mark.parametrize("distance", ["visible", "paper"])
+def test_ties_go_to_the_earliest_frame(distance):
     a, b = {NOSE: (2, 6)}, {NOSE: (5, 5)}
-    assert select_reference_frame(toy_poses([a, b, b], canvas=10), TARGET).index == 1
-    assert select_reference_frame(toy_poses([b, b, a], canvas=10), TARGET).index == 0
+    assert select_reference_frame(toy_poses([a, b, b], canvas=10), TARGET, distance).index == 1
+    assert select_reference_frame(toy_poses([b, b, a], canvas=10), TARGET, distance).index == 0
 
 
 def test_video_sim_sums_the_nearest_squared_distances():
     # target 0: nearest is training 0 (0); target 1: nearest is training 0 (0.02)
-    assert video_sim(TRAINING, TARGET) == pytest.approx(0.02)
+    assert video_sim(TRAINING, TARGET, "paper") == pytest.approx(0.02)
     # with training 0 removed: target 0 -> training 1 (0.1), target 1 -> training 1 (0.04)
-    assert video_sim(toy_poses([{NOSE: (2, 6)}], canvas=10), TARGET) == pytest.approx(0.14)
+    assert video_sim(toy_poses([{NOSE: (2, 6)}], canvas=10), TARGET, "paper") == pytest.approx(0.14)
 
 
 def test_training_clip_without_anybody_is_an_error():
