@@ -109,7 +109,8 @@ class PoseRender:
 class ReferenceFrameSelector:
     DESCRIPTION = (
         "Picks the training frame whose pose is closest to the whole target pose sequence (paper Eq. 5) and "
-        "reports Video-SIM, how well the training clip covers the target motion (lower is better)."
+        "reports Video-SIM, how well the training clip covers the target motion (lower is better). Distance "
+        "'visible' compares only the points both poses show, robust to detection noise; 'paper' is Eq. 5's L2."
     )
     CATEGORY = CATEGORY + "/pose"
     RETURN_TYPES = ("LATENT", "IMAGE", "POSE_KEYPOINT", "INT", "STRING")
@@ -131,21 +132,26 @@ class ReferenceFrameSelector:
                 "latent": ("LATENT", {"tooltip": "The training frames encoded by VAE Encode."}),
                 "training_pose": ("POSE_KEYPOINT", {"tooltip": "The training frames' poses."}),
                 "target_pose": ("POSE_KEYPOINT", {"tooltip": "The pose sequence to follow (e.g. from the driving video)."}),
-            }
+            },
+            "optional": {
+                "distance": (list(reference.DISTANCES), {"default": "visible", "tooltip": "How two poses are compared. visible: mean distance of the points visible in either pose, each capped at 5% of the canvas (a point seen in only one pose counts as capped), per body part; robust to DWPose's jitter and flickering points. paper: the L2 norm of Eq. 5 with -1 for missing points, where one flickering point outweighs the whole pose."}),
+            },
         }
 
-    def select(self, images, latent, training_pose, target_pose):
+    def select(self, images, latent, training_pose, target_pose, distance="visible"):
         samples = latent_samples(latent, "latent")
         check_frame_count(images.shape[0], samples.shape[0], "images", "latent")
         training = from_pose_keypoint(training_pose, "training_pose")
         target = from_pose_keypoint(target_pose, "target_pose")
         check_frame_count(len(training), samples.shape[0], "training_pose", "latent")
-        choice = reference.select_reference_frame(training, target)
+        if distance not in reference.DISTANCES:
+            raise ValueError(f"'distance' is {distance!r}: use one of {', '.join(reference.DISTANCES)}")
+        choice = reference.select_reference_frame(training, target, distance)
         index = choice.index
-        sim = reference.video_sim(training, target)
+        sim = reference.video_sim(training, target, distance)
         report = (
-            f"reference frame {index} of {len(training)} (sum of pose distances {choice.distances[index]:.4f}); "
-            f"Video-SIM {sim:.4f} over {len(target)} target poses"
+            f"reference frame {index} of {len(training)} (sum of '{distance}' pose distances "
+            f"{choice.distances[index]:.4f}); Video-SIM {sim:.4f} over {len(target)} target poses"
         )
         _comfy.log.info("PoseCrafter: %s", report)
         return {

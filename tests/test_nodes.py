@@ -3,6 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.poses import dancing_person, dwpose_noise
+from posecrafter.pose import PoseSequence, from_pose_keypoint, to_pose_keypoint
+from posecrafter.reference import select_reference_frame
+from posecrafter.training_frames import select_covering_frames, uniform_indices
 from tests.comfy_pack import load_pack, pack_module
 
 POSECRAFTER_TYPES = ("POSECRAFTER_MODEL", "POSECRAFTER_INVERSION")
@@ -114,7 +118,8 @@ def test_select_frames_takes_frames_with_uniform_stride():
     select = node("PoseCrafterSelectFrames").select
 
     def picked(frames, clip=images):
-        (out,) = select(clip, frames)
+        out, poses = select(clip, frames)
+        assert poses == []  # no training_pose connected
         assert out.shape[1:] == clip.shape[1:]
         return out[:, 0, 0, 0].int().tolist()
 
@@ -125,6 +130,70 @@ def test_select_frames_takes_frames_with_uniform_stride():
     assert picked(3, images[:10]) == [0, 3, 6]
     with pytest.raises(ValueError, match="'frames' is 37 but the training video has only 36 frames: set frames to 36"):
         select(images, 37)
+
+
+def test_select_frames_cover_mode_picks_frames_and_their_poses():
+    clean = dancing_person(60, seed=7, fps=6)
+    training_pose = to_pose_keypoint(dwpose_noise(clean, seed=7))
+    target_pose = to_pose_keypoint(PoseSequence(clean.points[[41] * 30 + list(range(0, 60, 7))], np.ones((39, 134)), 512, 512))
+    images = torch.arange(60, dtype=torch.float32).view(60, 1, 1, 1).expand(60, 4, 4, 3)
+    select = node("PoseCrafterSelectFrames").select
+    out, poses = select(images, 8, "cover", training_pose, target_pose)
+    expected = select_covering_frames(from_pose_keypoint(training_pose), from_pose_keypoint(target_pose), 8)
+    assert 41 in expected and out[:, 0, 0, 0].int().tolist() == expected
+    assert poses == [training_pose[i] for i in expected]
+    # uniform mode passes the selected frames' poses on, and ignores target_pose
+    out, poses = select(images, 8, "uniform", training_pose, target_pose)
+    assert out[:, 0, 0, 0].int().tolist() == uniform_indices(60, 8)
+    assert poses == [training_pose[i] for i in uniform_indices(60, 8)]
+    # 0 frames keeps them all, in both modes
+    assert select(images, 0, "cover", training_pose, target_pose)[1] == training_pose
+
+
+def test_select_frames_cover_mode_bad_input():
+    pose = synthetic_pose(6, shift=3.0)
+    images = torch.rand(6, 4, 4, 3)
+    select = node("PoseCrafterSelectFrames").select
+    with pytest.raises(ValueError, match="'training_pose' is not connected: cover mode needs"):
+        select(images, 3, "cover", None, pose)
+    with pytest.raises(ValueError, match="'target_pose' is not connected"):
+        select(images, 3, "cover", pose, None)
+    with pytest.raises(ValueError, match="'training_pose' has 5 frames but 'images' has 6"):
+        select(images, 3, "uniform", pose[:5])
+    emptied = [dict(frame, people=[]) if i in (1, 2, 3, 4) else frame for i, frame in enumerate(pose)]
+    with pytest.raises(ValueError, match=r"'frames' is 3 but only 2 training frames show a person \(none in frames \[1, 2, 3, 4\]\)"):
+        select(images, 3, "cover", emptied, pose)
+    with pytest.raises(ValueError, match="'frames' is 7 but the training video has only 6 frames"):
+        select(images, 7, "cover", pose, pose)
+
+
+def test_reference_selector_distance_widget():
+    clean = dancing_person(8, seed=3, fps=30 / 37)
+    training = to_pose_keypoint(dwpose_noise(clean, seed=11))
+    target = to_pose_keypoint(clean.frame(5))
+    images, latent = torch.rand(8, 64, 64, 3), {"samples": torch.randn(8, 4, 8, 8)}
+    selector = node("PoseCrafterReferenceFrameSelector")
+    for distance in ("visible", "paper"):
+        out = selector.select(images, latent, training, target, distance)
+        expected = select_reference_frame(from_pose_keypoint(training), from_pose_keypoint(target), distance).index
+        assert out["result"][3] == expected and f"'{distance}' pose distances" in out["result"][4]
+    assert selector.select(images, latent, training, target)["result"][3] == 5  # default: visible
+    with pytest.raises(ValueError, match="'distance' is 'l2': use one of visible, paper"):
+        selector.select(images, latent, training, target, "l2")
+
+
+def test_optional_widgets_default_to_what_the_function_does_without_them():
+    """API prompts saved before an optional widget existed leave it out; ComfyUI then calls the function
+    without it, so its parameter default must be the widget's default (what an old UI workflow shows)."""
+    import inspect
+
+    for name, cls in load_pack().NODE_CLASS_MAPPINGS.items():
+        parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        for input_name, (kind, options) in cls.INPUT_TYPES().get("optional", {}).items():
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                assert parameters[input_name].default == options["default"], f"{name}.{input_name}"
+            else:
+                assert parameters[input_name].default is None, f"{name}.{input_name}"
 
 
 def test_latent_helpers_copy_and_check():

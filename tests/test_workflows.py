@@ -70,6 +70,7 @@ CORE_NODES = {
     "PreviewAny": {"inputs": [("source", "*", False, True)], "outputs": [], "frontend_widget_values": 3},
 }
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+MISSING = object()
 # PoseCrafter combos listing the user's model files: their options depend on the machine.
 FILE_COMBOS = {"checkpoint", "controlnet", "tuned_weights"}
 
@@ -114,7 +115,9 @@ def ui_to_api(workflow, signatures):
         inputs = {}
         for name, _, is_widget, _ in sig["inputs"]:
             if is_widget:
-                value = next(values)
+                value = next(values, MISSING)
+                if value is MISSING:  # saved before this optional widget was appended: ComfyUI uses its default
+                    continue
                 for _ in range(sig.get("extra_widget_values", {}).get(name, 0)):
                     next(values)
                 if name not in linked:
@@ -177,13 +180,21 @@ def test_workflow_nodes_and_links(path, signatures):
                 assert name in connected, f"{path.name}: {node['type']} #{node['id']} input {name} is not connected"
         # one value per widget, plus the frontend's extra value after seeds and upload combos, plus the
         # values of widgets the frontend adds itself
-        widgets = [(name, kind) for name, kind, is_widget, _ in sig["inputs"] if is_widget]
+        widgets = [(name, kind, required) for name, kind, is_widget, required in sig["inputs"] if is_widget]
         extra = sum(sig.get("extra_widget_values", {}).values()) + sig.get("frontend_widget_values", 0)
         expected = len(widgets) + extra
+        # A workflow saved before optional widgets were appended lacks their values; the frontend then
+        # keeps their defaults (values are matched to widgets by position).
+        appended = 0
+        while appended < len(widgets) and not widgets[-1 - appended][2]:
+            appended += 1
         values = node.get("widgets_values", [])
-        assert len(values) == expected, f"{path.name}: {node['type']} #{node['id']} has {len(values)} widget values, expects {expected}"
+        assert expected - appended <= len(values) <= expected, (
+            f"{path.name}: {node['type']} #{node['id']} has {len(values)} widget values, expects {expected}"
+        )
+        widgets = widgets[: len(widgets) - (expected - len(values))]
         position = 0
-        for name, kind in widgets:
+        for name, kind, _ in widgets:
             value = values[position]
             if isinstance(kind, list):
                 assert value in kind, f"{path.name}: {node['type']}.{name} = {value!r} is not one of {kind}"
