@@ -297,7 +297,7 @@ def main(argv=None):
             failures += 1
             print(f"FAILED   {name}: {err}", flush=True)
         except KeyboardInterrupt:
-            print(f"\ninterrupted: the partial download of {name} is kept (.part); run again to resume")
+            print(f"\ninterrupted at {name}: a partial download is kept as {name}.part; run again to resume it")
             return 130
     if failures:
         print(f"{failures} of {len(MODELS)} files are not in place")

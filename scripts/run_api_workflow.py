@@ -25,7 +25,6 @@ import mimetypes
 import os
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import time
@@ -35,9 +34,9 @@ import urllib.request
 import uuid
 
 
-def request(server, path, data=None, headers=None):
+def request(server, path, data=None, headers=None, timeout=60):
     req = urllib.request.Request(server.rstrip("/") + path, data=data, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=60) as response:
+    with urllib.request.urlopen(req, timeout=timeout) as response:
         return response.read()
 
 
@@ -284,7 +283,7 @@ class ProgressPrinter:
 def answers(server):
     """Whether an HTTP server answers at this address (any HTTP answer counts)."""
     try:
-        request(server, "/system_stats")
+        request(server, "/system_stats", timeout=5)
     except urllib.error.HTTPError:
         return True
     except OSError:
@@ -297,6 +296,8 @@ def comfyui_server(server, comfyui, python, comfyui_args, log_path, start_timeou
     """The address of a ComfyUI to use: the one at `server`, else the one in `comfyui`, started on
     127.0.0.1 at the port of `server` and stopped when the block ends."""
     if answers(server):
+        if comfyui:
+            print(f"using the ComfyUI already running at {server} (not starting {comfyui})", flush=True)
         yield server
         return
     if not comfyui:

@@ -27,7 +27,6 @@ def safetensors_bytes(values, seed=0):
 
 
 def onnx_bytes():
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
@@ -160,7 +159,7 @@ def test_ctrl_c_keeps_the_partial_file_for_the_next_run(server, comfyui, monkeyp
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     assert fetch_models.main([str(comfyui)]) == 130
-    assert "run again to resume" in capsys.readouterr().out
+    assert "a partial download is kept as unet.safetensors.part; run again to resume it" in capsys.readouterr().out
     assert leftovers(comfyui) == ["models/checkpoints/unet.safetensors.part"]
     kept = part.stat().st_size
     assert part.read_bytes() == BIG[:kept]
