@@ -32,9 +32,13 @@ def pack_module(name):
     return sys.modules[f"{PACKAGE}.{name}"]
 
 
-def load_api_script():
-    """scripts/run_api_workflow.py as a module (it is a script, not part of the pack)."""
-    spec = importlib.util.spec_from_file_location("run_api_workflow", ROOT / "scripts" / "run_api_workflow.py")
+def load_script(name):
+    """scripts/NAME.py as a module (the scripts are not part of the pack)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_api_script():
+    return load_script("run_api_workflow")

@@ -1,6 +1,13 @@
 """scripts/run_api_workflow.py against a stand-in ComfyUI server on 127.0.0.1."""
+import hashlib
 import json
+import os
+import re
+import shutil
+import signal
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -28,7 +35,7 @@ class FakeComfyUI(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.path == "/upload/image":
             name = body.split(b'filename="')[1].split(b'"')[0].decode()
-            self.uploads.append((name, b"VIDEO-BYTES-" + name.encode() in body))
+            self.uploads.append((name, re.search(rb"VIDEO-BYTES-[\w.]+", body).group().decode()))
             self.reply(200, {"name": name, "subfolder": "", "type": "input"})
         elif self.path == "/prompt":
             prompt = json.loads(body)["prompt"]
@@ -85,10 +92,12 @@ def test_script_uploads_submits_and_fetches(server, tmp_path, capsys):
         "--set", f'{text_node}.text=a person in a red dress', "--out", str(tmp_path / "out"),
     ])
     assert code == 0
-    assert FakeComfyUI.uploads == [("me.mp4", True), ("moves.mp4", True)]
+    # uploaded under names made from their content: a user's own me.mp4 in ComfyUI's input folder stays
+    names = {path.name: f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}.mp4" for path in (training, driving)}
+    assert FakeComfyUI.uploads == [(names["me.mp4"], "VIDEO-BYTES-me.mp4"), (names["moves.mp4"], "VIDEO-BYTES-moves.mp4")]
     (prompt,) = FakeComfyUI.prompts
     videos = {n["_meta"]["title"].split()[0]: n["inputs"]["file"] for n in prompt.values() if n["class_type"] == "LoadVideo"}
-    assert videos == {"Training": "me.mp4", "Driving": "moves.mp4"}
+    assert videos == {"Training": names["me.mp4"], "Driving": names["moves.mp4"]}
     assert prompt[text_node]["inputs"]["text"] == "a person in a red dress"
     assert (tmp_path / "out" / "PoseCrafter_00001_.mp4").read_bytes() == b"MP4DATA"
     assert "reference frame 3 of 8" in capsys.readouterr().out
@@ -115,3 +124,87 @@ def test_script_reports_an_interrupted_run(server):
     FakeComfyUI.interrupted = True
     with pytest.raises(SystemExit, match="interrupted in PoseCrafterOneShotTuner \\(node 16\\)"):
         load_api_script().main([str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json"), "--server", server])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stand_in_comfyui(tmp_path):
+    """A folder whose main.py is tests/fake_comfyui_main.py: a stand-in server, not ComfyUI."""
+    folder = tmp_path / "ComfyUI"
+    folder.mkdir()
+    shutil.copy(ROOT / "tests" / "fake_comfyui_main.py", folder / "main.py")
+    return folder
+
+
+def process_gone(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_script_starts_comfyui_prints_progress_and_stops_it(tmp_path, capsys):
+    """--comfyui when nothing answers: started on 127.0.0.1 at --server's port, progress read from its
+    WebSocket (a ping answered, 16-bit lengths, a fragmented message, a binary one skipped), stopped after."""
+    comfyui, port = stand_in_comfyui(tmp_path), free_port()
+    training = tmp_path / "me.mp4"
+    training.write_bytes(b"VIDEO-BYTES-me.mp4")
+    workflow = ROOT / "workflows" / "api" / "posecrafter_one_shot.json"
+    code = load_api_script().main([
+        str(workflow), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
+        "--training-video", str(training), "--out", str(tmp_path / "out"), "--", "--cpu",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"starting ComfyUI in {comfyui} on 127.0.0.1:{port}" in out
+    assert "running node 16 (PoseCrafterOneShotTuner)\n  step 1/2\n  step 2/2\n" in out
+    assert "step 1/9" not in out  # another prompt's progress
+    assert f"video {tmp_path / 'out' / 'PoseCrafter_00001_.mp4'}" in out
+    assert "stopped the ComfyUI this script started" in out
+    log = (comfyui / "requests.log").read_text()
+    assert f"argv --listen 127.0.0.1 --port {port} --cpu" in log
+    assert "pong opcode 10 masked True payload hi" in log
+    pid = int(log.split()[1])
+    assert process_gone(pid)
+    assert not load_api_script().answers(f"http://127.0.0.1:{port}")
+
+
+def test_ctrl_c_cancels_the_job_and_stops_the_started_comfyui(tmp_path, capsys):
+    comfyui, port = stand_in_comfyui(tmp_path), free_port()
+    log = comfyui / "requests.log"
+
+    def press_ctrl_c():  # once the job runs and its progress has been sent
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (log.exists() and "sent progress" in log.read_text()):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    code = load_api_script().main([
+        str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json"), "--comfyui", str(comfyui),
+        "--server", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "out"), "--", "--hang",
+    ])
+    assert code == 130
+    out = capsys.readouterr().out
+    assert "step 2/2" in out and "cancelled the job p1 in ComfyUI" in out and "stopped the ComfyUI" in out
+    text = log.read_text()
+    assert 'POST /queue {"delete": ["p1"]}\nPOST /interrupt {"prompt_id": "p1"}\n' in text
+    assert process_gone(int(text.split()[1]))
+
+
+def test_script_says_how_to_get_a_server(tmp_path):
+    server = f"http://127.0.0.1:{free_port()}"
+    workflow = str(ROOT / "workflows" / "api" / "posecrafter_one_shot.json")
+    with pytest.raises(SystemExit, match="no ComfyUI answers at .*pass --comfyui COMFYUI_DIR"):
+        load_api_script().main([workflow, "--server", server])
+    with pytest.raises(SystemExit, match="no main.py there"):
+        load_api_script().main([workflow, "--server", server, "--comfyui", str(tmp_path)])
+    (tmp_path / "main.py").write_text("import sys; print('broken install'); sys.exit(3)")
+    with pytest.raises(SystemExit, match="(?s)ComfyUI exited with code 3.*broken install"):
+        load_api_script().main([workflow, "--server", server, "--comfyui", str(tmp_path), "--out", str(tmp_path / "o")])

@@ -190,6 +190,40 @@ def comfyui(tmp_path_factory):
         shutil.rmtree(base / "models", ignore_errors=True)  # the 3 GB of random weights
 
 
+def test_script_starts_comfyui_makes_the_video_and_stops_it(tmp_path):
+    """The newcomer's command: with no server running, run_api_workflow.py --comfyui starts this ComfyUI
+    itself, runs the one-shot workflow (at 64x64, 2 steps, through --set) and leaves no server behind.
+    Defined before the tests that use the module's own server, so that one is not running yet."""
+    base = tmp_path / "base"
+    for folder in ("input", "output", "custom_nodes", "user"):
+        (base / folder).mkdir(parents=True)
+    (base / "custom_nodes" / "comfyui-posecrafter").symlink_to(ROOT, target_is_directory=True)
+    training, driving = tmp_path / "me.mp4", tmp_path / "moves.mp4"
+    write_video(training, TRAINING_FRAMES, seed=0)
+    write_video(driving, DRIVING_FRAMES, seed=1)
+    original, small = json.loads((API / "posecrafter_one_shot.json").read_text()), small_prompt("posecrafter_one_shot")
+    settings = [f"{i}.{name}={json.dumps(value)}" for i, node in small.items() for name, value in node["inputs"].items()
+                if original[i]["inputs"][name] != value]
+    server, out = f"http://127.0.0.1:{free_port()}", tmp_path / "out"
+    try:
+        write_models(base / "models")
+        code = load_api_script().main([
+            str(API / "posecrafter_one_shot.json"), "--comfyui", COMFYUI, "--python", PYTHON, "--server", server,
+            "--training-video", str(training), "--driving-video", str(driving), "--out", str(out),
+            *[arg for setting in settings for arg in ("--set", setting)],
+            "--", "--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+        ])
+    finally:
+        shutil.rmtree(base / "models", ignore_errors=True)
+    log = (out / "comfyui.log").read_text(errors="replace")[-6000:] if (out / "comfyui.log").exists() else ""
+    assert code == 0, log
+    (video,) = out.glob("*.mp4")
+    frames, rate = read_video(video)
+    assert len(frames) == DRIVING_FRAMES and frames[0].shape == (SIZE, SIZE, 3) and rate == FPS
+    assert (base / "output" / "posecrafter" / video.name).is_file()
+    assert not load_api_script().answers(server), "the started ComfyUI is still running"
+
+
 def test_pack_loads_and_object_info_matches(comfyui):
     server, info, base, log_path = comfyui
     log = log_path.read_text(errors="replace")
