@@ -1,7 +1,7 @@
 """Small conversions shared by the nodes: ComfyUI's types in, the engine's arguments out."""
 import torch
 
-from ..posecrafter.skeleton import render_skeletons
+from ..posecrafter.skeleton import SkeletonVideo
 
 CATEGORY = "PoseCrafter"
 MODEL_TYPE = "POSECRAFTER_MODEL"
@@ -48,5 +48,6 @@ def check_frame_count(count, expected, input_name, other_name):
 
 
 def pose_images_for(poses, samples):
-    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (8 pixels per latent pixel)."""
-    return render_skeletons(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)
+    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (8 pixels per latent pixel), drawn
+    when the engine asks for a window's or clip's frames (a SkeletonVideo), so a long video holds only keypoints."""
+    return SkeletonVideo(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)

@@ -175,7 +175,7 @@ class OneShotTuner:
                 result = tuning.tune(
                     module,
                     latents.clone().to(device),
-                    pose_images.clone(),  # kept on the CPU: the tuner moves each step's clip
+                    pose_images,  # drawn on the CPU per step: the tuner moves each step's clip
                     embeds.clone().to(device),
                     steps=steps or None,
                     lr=learning_rate or None,

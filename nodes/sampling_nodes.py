@@ -66,7 +66,7 @@ class DDIMInverter:
                 f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
                 f"{len(pose)} poses): connect the Reference Frame Selector's outputs"
             )
-        pose_image = pose_images_for(from_pose_keypoint(pose, "pose"), samples)
+        pose_image = pose_images_for(from_pose_keypoint(pose, "pose"), samples)[:]  # the one frame, drawn now
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
 
@@ -208,7 +208,7 @@ class TemporalSampler:
                     plan, lambda t: to_model_space(inversion.latent_at(t).to(device)), alpha
                 )
             return sampling.sample(
-                module, samples.to(device), pose_images, embeds.to(device),  # poses move one window at a time
+                module, samples.to(device), pose_images, embeds.to(device),  # poses drawn one window at a time
                 None if negative_embeds is None else negative_embeds.to(device),
                 steps=steps, guidance_scale=cfg, controlnet_scale=control_strength, key_index=position,
                 context_length=context_length or None, context_overlap=context_overlap,

@@ -75,13 +75,43 @@ def render_skeleton(poses: PoseSequence, index: int, width: int, height: int) ->
 
 def render_skeletons(poses: PoseSequence, width: int, height: int) -> torch.Tensor:
     """All poses as the ControlNet's hint input: float [F, 3, height, width] RGB in 0..1."""
-    return render_skeleton_images(poses, width, height).permute(0, 3, 1, 2).contiguous()
+    return SkeletonVideo(poses, width, height)[:]
 
 
-def render_skeleton_images(poses: PoseSequence, width: int, height: int) -> torch.Tensor:
-    """All poses as a ComfyUI IMAGE: float [F, height, width, 3] RGB in 0..1."""
-    frames = np.stack([render_skeleton(poses, f, width, height) for f in range(len(poses))])
-    return torch.from_numpy(frames).float() / 255.0
+def render_skeleton_images(poses: PoseSequence, width: int, height: int, frames=None) -> torch.Tensor:
+    """Poses ``frames`` (default all) as a ComfyUI IMAGE: float [F, height, width, 3] RGB in 0..1."""
+    indices = range(len(poses)) if frames is None else frames
+    drawn = np.stack([render_skeleton(poses, f, width, height) for f in indices])
+    return torch.from_numpy(drawn).float() / 255.0
+
+
+class SkeletonVideo:
+    """The ControlNet's hint images of a whole pose sequence, drawn only when frames are asked for.
+
+    Indexing with a list of frame indices or a slice returns what :func:`render_skeletons` would hold for
+    those frames (float [n, 3, height, width], same values), so a sampler or tuner that takes one window or
+    clip at a time keeps only the keypoints of a long video in memory, not 3 MB of image a frame at 512 px.
+    ``shape`` and ``ndim`` are those of the full tensor.
+    """
+
+    ndim = 4
+
+    def __init__(self, poses: PoseSequence, width: int, height: int):
+        if width < 1 or height < 1:
+            raise ValueError(f"width/height: the skeleton image size must be positive, got {width}x{height}")
+        self.poses, self.width, self.height = poses, width, height
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.poses), 3, self.height, self.width))
+
+    def __getitem__(self, frames: list[int] | slice) -> torch.Tensor:
+        indices = range(len(self.poses))[frames] if isinstance(frames, slice) else frames
+        images = render_skeleton_images(self.poses, self.width, self.height, indices)
+        return images.permute(0, 3, 1, 2).contiguous()
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:
