@@ -47,7 +47,8 @@ def check_frame_count(count, expected, input_name, other_name):
         raise ValueError(f"'{input_name}' has {count} frames but '{other_name}' has {expected}: they must match")
 
 
-def pose_images_for(poses, samples):
+def pose_images_for(poses, samples, device="cpu"):
     """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (8 pixels per latent pixel), drawn
-    when the engine asks for a window's or clip's frames (a SkeletonVideo), so a long video holds only keypoints."""
-    return SkeletonVideo(poses, samples.shape[-1] * 8, samples.shape[-2] * 8)
+    when the engine asks for a window's or clip's frames and handed over on `device` (a SkeletonVideo), so a
+    long video holds only its keypoints."""
+    return SkeletonVideo(poses, samples.shape[-1] * 8, samples.shape[-2] * 8, device)

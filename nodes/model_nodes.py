@@ -157,7 +157,7 @@ class OneShotTuner:
         latents = latent_samples(latent, "latent")
         frames = latents.shape[0]
         check_frame_count(len(pose), frames, "pose", "latent")
-        pose_images = pose_images_for(from_pose_keypoint(pose, "pose"), latents)
+        poses = from_pose_keypoint(pose, "pose")
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         total = steps or tuning.paper_steps(frames)
         progress = _comfy.Progress(total, "PoseCrafter tuning")
@@ -175,7 +175,7 @@ class OneShotTuner:
                 result = tuning.tune(
                     module,
                     latents.clone().to(device),
-                    pose_images,  # drawn on the CPU per step: the tuner moves each step's clip
+                    pose_images_for(poses, latents, device),  # each step's clip drawn when it runs
                     embeds.clone().to(device),
                     steps=steps or None,
                     lr=learning_rate or None,

@@ -78,28 +78,27 @@ def render_skeletons(poses: PoseSequence, width: int, height: int) -> torch.Tens
     return SkeletonVideo(poses, width, height)[:]
 
 
-def render_skeleton_images(poses: PoseSequence, width: int, height: int, frames=None) -> torch.Tensor:
-    """Poses ``frames`` (default all) as a ComfyUI IMAGE: float [F, height, width, 3] RGB in 0..1."""
-    indices = range(len(poses)) if frames is None else frames
-    drawn = np.stack([render_skeleton(poses, f, width, height) for f in indices])
-    return torch.from_numpy(drawn).float() / 255.0
+def render_skeleton_images(poses: PoseSequence, width: int, height: int) -> torch.Tensor:
+    """All poses as a ComfyUI IMAGE: float [F, height, width, 3] RGB in 0..1."""
+    return torch.from_numpy(_draw(poses, range(len(poses)), width, height)).float() / 255.0
 
 
 class SkeletonVideo:
     """The ControlNet's hint images of a whole pose sequence, drawn only when frames are asked for.
 
     Indexing with a list of frame indices or a slice returns what :func:`render_skeletons` would hold for
-    those frames (float [n, 3, height, width], same values), so a sampler or tuner that takes one window or
-    clip at a time keeps only the keypoints of a long video in memory, not 3 MB of image a frame at 512 px.
+    those frames (float [n, 3, height, width], same values) on ``device``, so a sampler or tuner that takes one
+    window or clip at a time keeps only the keypoints of a long video in memory, not 3 MB of image a frame at
+    512 px. Frames are drawn on the CPU and converted to float on ``device`` (a quarter of the bytes to copy).
     ``shape`` and ``ndim`` are those of the full tensor.
     """
 
     ndim = 4
 
-    def __init__(self, poses: PoseSequence, width: int, height: int):
+    def __init__(self, poses: PoseSequence, width: int, height: int, device: torch.device | str = "cpu"):
         if width < 1 or height < 1:
             raise ValueError(f"width/height: the skeleton image size must be positive, got {width}x{height}")
-        self.poses, self.width, self.height = poses, width, height
+        self.poses, self.width, self.height, self.device = poses, width, height, torch.device(device)
 
     def __len__(self) -> int:
         return len(self.poses)
@@ -110,8 +109,13 @@ class SkeletonVideo:
 
     def __getitem__(self, frames: list[int] | slice) -> torch.Tensor:
         indices = range(len(self.poses))[frames] if isinstance(frames, slice) else frames
-        images = render_skeleton_images(self.poses, self.width, self.height, indices)
-        return images.permute(0, 3, 1, 2).contiguous()
+        drawn = torch.from_numpy(_draw(self.poses, indices, self.width, self.height)).to(self.device)
+        return drawn.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _draw(poses: PoseSequence, indices, width: int, height: int) -> np.ndarray:
+    """uint8 [n, height, width, 3] skeletons of the poses at ``indices``."""
+    return np.stack([render_skeleton(poses, f, width, height) for f in indices])
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:
