@@ -53,6 +53,7 @@ from tests.sd15_random import write_sd15_files  # noqa: E402
 from tests.tiny_models import random_poses, tiny_controlnet, tiny_unet  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PARTS = ("per_frame_step", "memory_in_video_length", "sampling", "tuning", "precision", "layout_and_compile")
 
 
 def progress(message: str) -> None:
@@ -161,13 +162,19 @@ class ComfyCorePeer:
         import comfy.sd
         from comfy.ldm.modules import attention
 
-        self._sample = comfy.sample.sample
+        self._sample, self._model_management = comfy.sample.sample, comfy.model_management
         self.model = comfy.sd.load_checkpoint_guess_config(
             str(files[0]), output_vae=False, output_clip=False, model_options={"dtype": dtype})[0]
         self.controlnet = comfy.controlnet.load_controlnet(str(files[1]), model_options={"dtype": dtype})
         comfy.model_management.load_models_gpu([self.model])
         self.attention = attention.optimized_attention.__name__
         self.unet_dtype = str(self.model.model.get_dtype()).replace("torch.", "")
+
+    def close(self):
+        """Let ComfyUI's model manager drop the models, so their memory is freed."""
+        self._model_management.unload_all_models()
+        self._model_management.current_loaded_models.clear()
+        del self.model, self.controlnet
 
     def sample(self, latents, pose_images, text, steps):
         control = self.controlnet.copy().set_cond_hint(pose_images, 1.0, (0.0, 1.0))
@@ -295,10 +302,12 @@ class Report:
     """The results so far, written to JSON and Markdown after every part, so a run that is stopped or fails
     midway keeps what it measured."""
 
-    def __init__(self, out: Path, table: Path, **header):
-        self.out, self.table, self.data = out, table, dict(header)
+    def __init__(self, out: Path, table: Path, parts=None, **header):
+        self.out, self.table, self.parts, self.data = out, table, parts, dict(header)
 
     def part(self, name, measure):
+        if self.parts is not None and name not in self.parts:
+            return None
         progress(name.replace("_", " "))
         try:
             self.data[name] = measure()
@@ -333,6 +342,7 @@ def main(argv=None):
                         help="also time our sampler with the model in channels-last memory format")
     parser.add_argument("--compile", action="store_true",
                         help="also time our sampler on the torch.compile'd model (compiling takes minutes)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=None, help="run only these parts (default all)")
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny models: checks the script only")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/<device>.json)")
     args = parser.parse_args(argv)
@@ -350,7 +360,7 @@ def main(argv=None):
     ratio_frames = 16 if gpu else 4
     out = args.out or Path(__file__).parent / "results" / f"{device.type}.json"
 
-    report = Report(out, out.with_suffix(".md"), device=device_name(device),
+    report = Report(out, out.with_suffix(".md"), args.parts, device=device_name(device),
                     dtype=str(dtype).replace("torch.", ""), size=size, torch=torch.__version__, tiny=args.tiny,
                     context=[args.context_length, args.context_overlap])
     with tempfile.TemporaryDirectory(prefix="posecrafter_benchmark_") as folder:
@@ -370,10 +380,12 @@ def main(argv=None):
             except Exception as error:  # recorded; the rest of the benchmark runs without that row
                 traceback.print_exc()
                 report.data["comfyui"] = f"failed to load: {type(error).__name__}: {error}"
-        report.part("memory_in_video_length", lambda: memory_in_video_length(
-            model, memory_frames, size, device, args.context_length, args.context_overlap))
         report.part("per_frame_step", lambda: per_frame_step(stock, model, ratio_frames, size, steps, device,
                                                              comfy_peer))
+        report.part("memory_in_video_length", lambda: memory_in_video_length(
+            model, memory_frames, size, device, args.context_length, args.context_overlap))
+    if comfy_peer is not None:
+        comfy_peer.close()
     del stock, comfy_peer
     report.part("sampling", lambda: [sampling_run(model, m + 1, size, steps, device, context, args.context_overlap)
                                      for m in frames for context in (None, args.context_length)])
