@@ -1,7 +1,7 @@
 """Small conversions shared by the nodes: ComfyUI's types in, the engine's arguments out."""
 import torch
 
-from ..posecrafter.skeleton import render_skeletons
+from ..posecrafter.skeleton import SkeletonVideo
 from . import _comfy
 
 CATEGORY = "PoseCrafter"
@@ -94,7 +94,9 @@ def poses_for_latents(poses, latent_height, latent_width):
     return poses.cropped(left, top, width, height)
 
 
-def pose_images_for(poses, samples):
-    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (see poses_for_latents)."""
+def pose_images_for(poses, samples, device="cpu"):
+    """The ControlNet's skeleton images [F,3,8h,8w] for latents [F,4,h,w] (see poses_for_latents), drawn when
+    the engine asks for a window's or clip's frames and handed over on `device` (a SkeletonVideo), so a long
+    video holds only its keypoints."""
     height, width = samples.shape[-2:]
-    return render_skeletons(poses_for_latents(poses, height, width), width * LATENT_SCALE, height * LATENT_SCALE)
+    return SkeletonVideo(poses_for_latents(poses, height, width), width * LATENT_SCALE, height * LATENT_SCALE, device)

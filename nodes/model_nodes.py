@@ -158,7 +158,6 @@ class OneShotTuner:
         frames = latents.shape[0]
         poses = from_pose_keypoint(pose, "pose")
         check_frame_count(len(poses), frames, "pose", "latent")
-        pose_images = pose_images_for(poses, latents)
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         total = steps or tuning.paper_steps(frames)
         progress = _comfy.Progress(total, "PoseCrafter tuning")
@@ -176,7 +175,7 @@ class OneShotTuner:
                 result = tuning.tune(
                     module,
                     latents.clone().to(device),
-                    pose_images.clone(),  # kept on the CPU: the tuner moves each step's clip
+                    pose_images_for(poses, latents, device),  # each step's clip drawn when it runs
                     embeds.clone().to(device),
                     steps=steps or None,
                     lr=learning_rate or None,

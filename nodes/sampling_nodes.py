@@ -68,7 +68,7 @@ class DDIMInverter:
                 f"'latent' and 'pose' must hold the single reference frame (got {samples.shape[0]} latents and "
                 f"{len(poses)} poses): connect the Reference Frame Selector's outputs"
             )
-        pose_image = pose_images_for(poses, samples)
+        pose_image = pose_images_for(poses, samples)[:]  # the one frame, drawn now
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
         progress = _comfy.Progress(steps, "PoseCrafter DDIM inversion")
 
@@ -198,7 +198,6 @@ class TemporalSampler:
                 f"'steps' is {steps} but the starting latents come from a {inversion_steps}-step DDIM inversion, "
                 f"which starts at another noise level: set steps to {inversion_steps} here or in the DDIM Inverter"
             )
-        pose_images = pose_images_for(poses, samples)
         embeds = prompt_embeds(positive, "positive", model.model.text_width)
         negative_embeds = prompt_embeds(negative, "negative", model.model.text_width) if cfg > 1 else None
         edit = latent.get(EDIT_KEY)
@@ -214,7 +213,7 @@ class TemporalSampler:
                     plan, lambda t: to_model_space(inversion.latent_at(t).to(device)), alpha
                 )
             return sampling.sample(
-                module, samples.to(device), pose_images, embeds.to(device),  # poses move one window at a time
+                module, samples.to(device), pose_images_for(poses, samples, device), embeds.to(device),
                 None if negative_embeds is None else negative_embeds.to(device),
                 steps=steps, guidance_scale=cfg, controlnet_scale=control_strength, key_index=position,
                 context_length=context_length or None, context_overlap=context_overlap,

@@ -13,6 +13,7 @@ import torch
 
 from .model import PoseCrafterModel, check_video_inputs, to_latent_space, to_model_space
 from .schedulers import check_steps, ddim_scheduler
+from .skeleton import SkeletonVideo
 
 StepHook = Callable[[int, int, torch.Tensor], torch.Tensor]
 Progress = Callable[[int, int, torch.Tensor], None]
@@ -82,15 +83,17 @@ def check_sampling_options(prompt_embeds, negative_embeds, guidance_scale: float
 
 
 @torch.no_grad()
-def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor, prompt_embeds: torch.Tensor,
-           negative_embeds: torch.Tensor | None = None, *, steps: int = 50, guidance_scale: float = 1.0,
-           controlnet_scale: float = 1.0, key_index: int = 0, context_length: int | None = None,
-           context_overlap: int = 4, fuse: str = "uniform", step_hook: StepHook | None = None,
-           callback: Progress | None = None) -> torch.Tensor:
+def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor | SkeletonVideo,
+           prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor | None = None, *, steps: int = 50,
+           guidance_scale: float = 1.0, controlnet_scale: float = 1.0, key_index: int = 0,
+           context_length: int | None = None, context_overlap: int = 4, fuse: str = "uniform",
+           step_hook: StepHook | None = None, callback: Progress | None = None) -> torch.Tensor:
     """Denoise all frames jointly with DDIM (eta 0) from their initial latents; return the clean latents.
 
     latents: ``[F, 4, h, w]`` raw initial latents (the reference's Z_T at ``key_index``, edited copies
-    elsewhere); pose_images: ``[F, 3, 8h, 8w]``; prompt/negative embeddings ``[1, 77, 768]``.
+    elsewhere); pose_images: ``[F, 3, 8h, 8w]``, or a :class:`SkeletonVideo` of that shape, which draws each
+    window's skeletons when the window runs (host memory then stays flat in video length; same result);
+    prompt/negative embeddings ``[1, 77, 768]``.
     ``step_hook(step_index, timestep, latents)`` runs before every step on the model-space latents and
     returns the latents to use (latent editing at alpha > 1). ``callback(done, total, denoised)`` runs after
     every step with that step's DDIM prediction of the clean frames (raw latents, for live previews); an
@@ -103,7 +106,7 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
     device = model.device
     scheduler = ddim_scheduler(steps)
     x = to_model_space(latents.to(device, torch.float32))
-    # Pose images stay where the caller keeps them (3 MB a frame at 512 px): only a window's move to the device.
+    # Pose images stay where the caller keeps them (or are drawn per window): only a window's go to the device.
     prompt_embeds = prompt_embeds.to(device)
     negative_embeds = negative_embeds.to(device) if negative_embeds is not None else None
     windows = temporal_windows(frames, key_index, context_length, context_overlap)

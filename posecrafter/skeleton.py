@@ -75,13 +75,49 @@ def render_skeleton(poses: PoseSequence, index: int, width: int, height: int) ->
 
 def render_skeletons(poses: PoseSequence, width: int, height: int) -> torch.Tensor:
     """All poses as the ControlNet's hint input: float [F, 3, height, width] RGB in 0..1."""
-    return render_skeleton_images(poses, width, height).permute(0, 3, 1, 2).contiguous()
+    return SkeletonVideo(poses, width, height)[:]
 
 
 def render_skeleton_images(poses: PoseSequence, width: int, height: int) -> torch.Tensor:
     """All poses as a ComfyUI IMAGE: float [F, height, width, 3] RGB in 0..1."""
-    frames = np.stack([render_skeleton(poses, f, width, height) for f in range(len(poses))])
-    return torch.from_numpy(frames).float() / 255.0
+    return torch.from_numpy(_draw(poses, range(len(poses)), width, height)).float() / 255.0
+
+
+class SkeletonVideo:
+    """The ControlNet's hint images of a whole pose sequence, drawn only when frames are asked for.
+
+    Indexing with a frame index, a list of them or a slice returns what :func:`render_skeletons` would hold for
+    those frames (float [n, 3, height, width], same values) on ``device``, so a sampler or tuner that takes one
+    window or clip at a time keeps only the keypoints of a long video in memory, not 3 MB of image a frame at
+    512 px. Frames are drawn on the CPU and converted to float on ``device`` (a quarter of the bytes to copy).
+    ``shape`` and ``ndim`` are those of the full tensor.
+    """
+
+    ndim = 4
+
+    def __init__(self, poses: PoseSequence, width: int, height: int, device: torch.device | str = "cpu"):
+        if width < 1 or height < 1:
+            raise ValueError(f"width/height: the skeleton image size must be positive, got {width}x{height}")
+        self.poses, self.width, self.height, self.device = poses, width, height, torch.device(device)
+
+    def __len__(self) -> int:
+        return len(self.poses)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.poses), 3, self.height, self.width))
+
+    def __getitem__(self, frames: int | list[int] | slice) -> torch.Tensor:
+        if isinstance(frames, int):  # one frame [3, height, width], as a tensor's index gives
+            return self[[frames]][0]
+        indices = range(len(self.poses))[frames] if isinstance(frames, slice) else frames
+        drawn = torch.from_numpy(_draw(self.poses, indices, self.width, self.height)).to(self.device)
+        return drawn.permute(0, 3, 1, 2).contiguous().float().div_(255.0)
+
+
+def _draw(poses: PoseSequence, indices, width: int, height: int) -> np.ndarray:
+    """uint8 [n, height, width, 3] skeletons of the poses at ``indices``."""
+    return np.stack([render_skeleton(poses, f, width, height) for f in indices])
 
 
 def _pixel(point: np.ndarray) -> tuple[int, int]:

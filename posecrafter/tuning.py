@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from .model import PoseCrafterModel, check_video_inputs, to_model_space
 from .schedulers import SCHEDULER_CONFIG
+from .skeleton import SkeletonVideo
 
 UPDATE_RULES = ("paper", "clean")
 DEFAULT_LR = {"paper": 3e-3, "clean": 3e-5}
@@ -76,7 +77,7 @@ class TuneResult:
 class OneShotTuner:
     """The training loop's state: optimizer, loss scale and random stream. Changes ``model`` in place."""
 
-    def __init__(self, model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor,
+    def __init__(self, model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor | SkeletonVideo,
                  prompt_embeds: torch.Tensor, *, lr: float | None = None, update_rule: str = "paper", seed: int = 0,
                  gradient_checkpointing: bool = False):
         check_video_inputs(model, latents, pose_images, prompt_embeds)
@@ -89,7 +90,7 @@ class OneShotTuner:
             raise ValueError(f"lr must be positive, got {self.lr}")
         device = model.device
         self.latents = to_model_space(latents.to(device, torch.float32))
-        self.pose_images = pose_images.float()  # stays where the caller keeps it: only a clip's go to the device
+        self.pose_images = pose_images  # stays where the caller keeps it (or drawn per clip): a clip's go to the device
         self.prompt_embeds = prompt_embeds.to(device, torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
         self.noise_schedule = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
@@ -136,7 +137,7 @@ class OneShotTuner:
         noise = clip.noise.to(device)
         timestep = torch.tensor(clip.timestep, device=device)
         noisy = self.noise_schedule.add_noise(self.latents[clip.frame_indices], noise, timestep)
-        poses = self.pose_images[clip.frame_indices].to(device)
+        poses = self.pose_images[clip.frame_indices].to(device, torch.float32)
         with self.autocast:
             predicted = self.model(noisy, timestep, self.prompt_embeds, poses, num_frames=len(clip.frame_indices),
                                    key_index=0)
@@ -207,12 +208,14 @@ class OneShotTuner:
         self.model.eval()
 
 
-def tune(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor, prompt_embeds: torch.Tensor, *,
-         steps: int | None = None, lr: float | None = None, update_rule: str = "paper", seed: int = 0,
-         gradient_checkpointing: bool = False, callback: Callable[[int, float], None] | None = None) -> TuneResult:
-    """Tune ``model`` in place on one video: raw latents ``[N, 4, h, w]``, one pose image per frame, and the
-    source-prompt embedding ``[1, 77, 768]``. ``steps=None`` uses :func:`paper_steps`. ``callback(step, loss)``
-    runs after every step; an exception raised there stops tuning (the model keeps the steps already made)."""
+def tune(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Tensor | SkeletonVideo,
+         prompt_embeds: torch.Tensor, *, steps: int | None = None, lr: float | None = None, update_rule: str = "paper",
+         seed: int = 0, gradient_checkpointing: bool = False,
+         callback: Callable[[int, float], None] | None = None) -> TuneResult:
+    """Tune ``model`` in place on one video: raw latents ``[N, 4, h, w]``, one pose image per frame (a tensor,
+    or a :class:`SkeletonVideo` that draws each step's clip), and the source-prompt embedding ``[1, 77, 768]``.
+    ``steps=None`` uses :func:`paper_steps`. ``callback(step, loss)`` runs after every step; an exception raised
+    there stops tuning (the model keeps the steps already made)."""
     steps = paper_steps(latents.shape[0]) if steps is None else steps
     if steps < 1:
         raise ValueError(f"steps must be at least 1 (or None for the paper's formula), got {steps}")

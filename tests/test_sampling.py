@@ -9,7 +9,8 @@ from posecrafter.inversion import invert
 from posecrafter.model import LATENT_SCALE, PoseCrafterModel, to_model_space
 from posecrafter.sampling import sample, temporal_windows
 from posecrafter.schedulers import MAX_STEPS, check_steps, ddim_inverse_scheduler, ddim_scheduler
-from tests.tiny_models import randomize_temporal, tiny_controlnet, tiny_unet, tiny_vae, video_inputs
+from posecrafter.skeleton import SkeletonVideo, render_skeletons
+from tests.tiny_models import random_poses, randomize_temporal, tiny_controlnet, tiny_unet, tiny_vae, video_inputs
 
 STEPS = 10
 
@@ -156,6 +157,33 @@ def test_one_window_covering_the_video_equals_the_plain_path(models):
     plain = sample(model, latents, poses, text, steps=STEPS)
     windowed = sample(model, latents, poses, text, steps=STEPS, context_length=4, context_overlap=1)
     assert torch.equal(plain, windowed)
+
+
+class _RecordingSkeletonVideo(SkeletonVideo):
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.requests = []
+
+    def __getitem__(self, frames):
+        self.requests.append(list(frames))
+        return super().__getitem__(frames)
+
+
+def test_windows_drawn_on_demand_give_bit_identical_results_and_only_a_window_is_drawn(models):
+    """Item 2 of issue 12: the sampler given the keypoints (a SkeletonVideo) returns exactly what it returns
+    for the pre-rendered images, and asks for one window's frames at a time, never the whole video."""
+    _, model = models
+    model = copy.deepcopy(model)
+    randomize_temporal(model, seed=14)
+    latents, _, text = video_inputs(9, seed=15)
+    negative = torch.randn(text.shape, generator=torch.Generator().manual_seed(3))
+    poses = random_poses(9, 64, 64, seed=16)
+    options = dict(steps=3, guidance_scale=2.5, key_index=2, context_length=4, context_overlap=1)
+    rendered = sample(model, latents, render_skeletons(poses, 64, 64), text, negative, **options)
+    on_demand = _RecordingSkeletonVideo(poses, 64, 64)
+    assert torch.equal(sample(model, latents, on_demand, text, negative, **options), rendered)
+    windows = temporal_windows(9, 2, 4, 1)
+    assert len(windows) == 3 and on_demand.requests == windows * 3
 
 
 @pytest.mark.parametrize("fuse", ["uniform", "triangular"])

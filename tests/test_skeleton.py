@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from posecrafter.pose import BODY, FACE, LEFT_HAND, NUM_POINTS, RIGHT_HAND, PoseSequence
-from posecrafter.skeleton import render_skeleton, render_skeleton_images, render_skeletons
+from posecrafter.skeleton import SkeletonVideo, render_skeleton, render_skeleton_images, render_skeletons
 
 # Spec 7.2 table, written out independently of the renderer's constants.
 JOINT_COLORS = {
@@ -149,3 +149,14 @@ def test_tensor_layouts_for_the_controlnet_and_comfyui():
     expected = torch.from_numpy(render_skeleton(poses, 0, 96, 64)).float() / 255
     torch.testing.assert_close(images[1], expected, rtol=0, atol=0)
     torch.testing.assert_close(hint[0], expected.permute(2, 0, 1), rtol=0, atol=0)
+
+
+def test_a_skeleton_video_draws_exactly_the_frames_asked_for():
+    poses = synthetic_pose()
+    moved = poses.points + np.array([[[0.0, 0.0]], [[7.0, 3.0]], [[-5.0, 9.0]]])
+    three = PoseSequence(moved, np.concatenate([poses.scores] * 3), CANVAS, CANVAS)
+    video = SkeletonVideo(three, 96, 64)
+    assert video.shape == (3, 3, 64, 96) and video.ndim == 4 and len(video) == 3
+    hint = render_skeletons(three, 96, 64)
+    assert torch.equal(video[[2, 0]], hint[[2, 0]]) and torch.equal(video[1:], hint[1:])
+    assert not torch.equal(hint[0], hint[1])

@@ -12,7 +12,8 @@ from posecrafter.schedulers import SCHEDULER_CONFIG
 from posecrafter.tuning import (
     ADAMW_OPTIONS, LOSS_SCALE, OneShotTuner, TrainingClip, load_tuned, paper_steps, save_tuned, tune,
 )
-from tests.tiny_models import tiny_controlnet, tiny_unet, video_inputs
+from posecrafter.skeleton import SkeletonVideo, render_skeletons
+from tests.tiny_models import random_poses, tiny_controlnet, tiny_unet, video_inputs
 
 
 def test_paper_step_formula():
@@ -53,6 +54,20 @@ def test_tuning_lowers_the_loss_and_leaves_frozen_weights_bit_identical(update_r
     assert all(torch.equal(p, frozen_before[n]) for n, p in model.named_parameters() if n in frozen_before)
     assert all(not torch.equal(p, trainable_before[n]) for n, p in model.trainable_parameters().items())
     assert not any(p.requires_grad or p.grad is not None for p in model.parameters())
+
+
+def test_tuning_on_skeletons_drawn_per_clip_equals_tuning_on_prerendered_ones():
+    """Issue 12 item 2: the tuner given a SkeletonVideo (8 frames drawn per step) tunes bit-identically."""
+    latents, _, text = video_inputs(11, seed=4)
+    poses = random_poses(11, 64, 64, seed=5)
+    tuned = []
+    for pose_images in (render_skeletons(poses, 64, 64), SkeletonVideo(poses, 64, 64)):
+        model = _model()
+        losses = tune(model, latents, pose_images, text, steps=3, update_rule="paper", seed=6).losses
+        tuned.append((losses, model.trainable_parameters()))
+    (losses_a, weights_a), (losses_b, weights_b) = tuned
+    assert losses_a == losses_b
+    assert all(torch.equal(weights_a[name], weights_b[name]) for name in weights_a)
 
 
 def test_paper_rule_matches_a_step_recomputed_by_hand():

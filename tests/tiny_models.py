@@ -1,6 +1,9 @@
 """Tiny diffusers models with SD1.5's structure, built by the tests (no weights are ever downloaded)."""
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+
+from posecrafter.pose import NUM_POINTS, PoseSequence
 
 TEXT_WIDTH = 32
 
@@ -63,3 +66,10 @@ def video_inputs(frames, seed=0, height=8, width=8):
     poses = torch.rand(frames, 3, height * 8, width * 8, generator=generator)
     text = torch.randn(1, 77, TEXT_WIDTH, generator=generator)
     return latents, poses, text
+
+
+def random_poses(frames, width, height, seed=0):
+    """A PoseSequence of every body, face and hand point visible at random places on a width x height canvas."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(0.1, 0.9, (frames, NUM_POINTS, 2)) * [width, height]
+    return PoseSequence(points, np.ones((frames, NUM_POINTS)), width, height)
