@@ -47,8 +47,11 @@ NODE_WIDTH = 340
 
 
 class Node:
-    def __init__(self, workflow, node_id, kind, title, column, stage, inputs, size):
-        self.workflow, self.id, self.kind, self.title = workflow, node_id, kind, title
+    """A node: its inputs by name are widget values or (node, output name) links; a widget fed by a link
+    keeps the value given as NAME_default (the frontend saves one)."""
+
+    def __init__(self, node_id, kind, title, column, stage, inputs, size):
+        self.id, self.kind, self.title = node_id, kind, title
         self.column, self.stage, self.inputs, self.fixed_size = column, stage, inputs, size
 
     def __getitem__(self, output_name):
@@ -63,7 +66,7 @@ class Workflow:
         self.name, self.note, self.nodes = name, note, []
 
     def add(self, kind, column, stage, title=None, size=None, **inputs):
-        node = Node(self, len(self.nodes) + 1, kind, title, column, stage, inputs, size)
+        node = Node(len(self.nodes) + 1, kind, title, column, stage, inputs, size)
         self.nodes.append(node)
         return node
 
@@ -73,7 +76,6 @@ class Workflow:
         for node in self.nodes:
             ui_nodes[node.id] = ui_node(node, signatures)
         for node in self.nodes:
-            sig = signatures.get(node.kind)
             for name, value in node.inputs.items():
                 if not isinstance(value, tuple):
                     continue
@@ -87,7 +89,6 @@ class Workflow:
                 links.append([link_id, source.id, slot, node.id, target, kind])
                 sockets[target]["link"] = link_id
                 ui_nodes[source.id]["outputs"][slot]["links"].append(link_id)
-                assert sig is not None
         for ui in ui_nodes.values():
             for output in ui["outputs"]:
                 output["links"] = output["links"] or None

@@ -248,7 +248,10 @@ def test_workflows_run_in_comfyui(comfyui):
     assert any(text.startswith("reference frame ") and "Video-SIM" in text for text in reports), reports
     # the reports as the frontend shows them, in the Preview as Text nodes; 2 training frames were selected
     shown = {n["_meta"]["title"]: outputs[i]["text"][0] for i, n in prompt.items() if n["class_type"] == "PreviewAny"}
-    assert shown.keys() == {"Reference frame and Video-SIM", "Latent edits per frame"}, shown
+    assert shown.keys() == {"Reference frame and Video-SIM", "Latent edits per frame", "Pose retarget report"}, shown
+    assert shown["Pose retarget report"].strip(), shown
+    (retarget_preview,) = [i for i, n in prompt.items() if n["_meta"]["title"].startswith("Retargeted poses")]
+    assert [image["type"] for image in outputs[retarget_preview]["images"]] == ["temp"] * DRIVING_FRAMES, outputs
     reference = shown["Reference frame and Video-SIM"]
     assert reference.startswith("reference frame ") and " of 2 (" in reference, reference
     assert shown["Latent edits per frame"].strip(), shown
