@@ -31,22 +31,10 @@ class DWPoseExtractor:
     def VALIDATE_INPUTS(cls, images=None):
         # ComfyUI reports a message only against the inputs this signature names: with none named, a
         # missing model file would pass validation and fail only when the node runs.
-        for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
-            try:
-                dwpose.find_model_file(name, _comfy.dwpose_dirs())
-            except ValueError as err:
-                # The engine's message starts with its argument's name, which means nothing in the UI.
-                return str(err).removeprefix("model_dirs: ")
-        return True
+        return dwpose_files_found()
 
     def extract(self, images, fill_gaps):
-        progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
-        try:
-            result = _extractor(_comfy.dwpose_dirs()).extract(
-                images, callback=lambda done, total: progress.update(done), fill_gaps=fill_gaps
-            )
-        finally:
-            progress.close()
+        result = run_dwpose(images, fill_gaps)
         if result.missing_frames and not fill_gaps:
             frames = ", ".join(str(i) for i in result.missing_frames)
             raise ValueError(
@@ -58,6 +46,29 @@ class DWPoseExtractor:
         pose = to_pose_keypoint(result.poses)
         drawn = skeleton.render_skeleton_images(result.poses, images.shape[2], images.shape[1])
         return {"ui": {"openpose_json": [json.dumps(pose)]}, "result": (pose, drawn)}
+
+
+def dwpose_files_found():
+    """True when both DWPose model files are found, else the message naming the missing one and the folders
+    searched (what VALIDATE_INPUTS returns)."""
+    for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
+        try:
+            dwpose.find_model_file(name, _comfy.dwpose_dirs())
+        except ValueError as err:
+            # The engine's message starts with its argument's name, which means nothing in the UI.
+            return str(err).removeprefix("model_dirs: ")
+    return True
+
+
+def run_dwpose(images, fill_gaps=False):
+    """DWPose on an IMAGE batch with a progress bar (and Cancel): the engine's Extraction."""
+    progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
+    try:
+        return _extractor(_comfy.dwpose_dirs()).extract(
+            images, callback=lambda done, total: progress.update(done), fill_gaps=fill_gaps
+        )
+    finally:
+        progress.close()
 
 
 _extractors = {}

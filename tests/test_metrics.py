@@ -7,7 +7,8 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from posecrafter.metrics import POSE_PARTS, clip_consistency, pose_error, psnr, ssim
-from posecrafter.pose import BODY, FACE, FEET, LEFT_HAND, NUM_POINTS, RIGHT_HAND, PoseSequence
+from posecrafter.pose import FACE, FEET, LEFT_HAND, NUM_POINTS, RIGHT_HAND, PoseSequence
+from tests.tiny_models import tiny_clip_embedder
 
 
 def random_poses(frames, width, height, seed=0):
@@ -137,23 +138,7 @@ def test_psnr_and_ssim_need_frames_of_the_same_count_and_size():
 
 @pytest.fixture(scope="module")
 def tiny_clip():
-    """A tiny CLIP vision tower with its projection (random weights) and the embed_images callable around it:
-    IMAGE [B,H,W,3] -> resized, CLIP-normalised pixels -> projected image embeddings [B, D]."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                              image_size=32, patch_size=8, projection_dim=16)
-    model = CLIPVisionModelWithProjection(config).eval()
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
-
-    @torch.no_grad()
-    def embed_images(images):
-        pixels = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(32, 32), mode="bilinear")
-        return model(pixel_values=(pixels - mean) / std).image_embeds
-
-    return embed_images
+    return tiny_clip_embedder()
 
 
 def test_clip_i_and_clip_t_equal_a_direct_computation(tiny_clip):
