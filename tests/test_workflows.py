@@ -9,7 +9,7 @@ from tests.comfy_pack import ROOT, load_pack
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 API_DIR = ROOT / "workflows" / "api"
 
-# The core nodes the workflows use, as ComfyUI defines them (nodes.py and comfy_extras/nodes_video.py):
+# The core nodes the workflows use, as ComfyUI defines them (nodes.py, comfy_extras/nodes_video.py and nodes_images.py):
 # inputs in definition order as (name, type, is_widget, required), outputs as (name, type).
 # LoadVideo's file combo has an upload button, and the frontend stores its value ("image") as an extra
 # widget value after the file name, like LoadImage's.
@@ -64,6 +64,12 @@ CORE_NODES = {
         "outputs": [],
     },
     "PreviewImage": {"inputs": [("images", "IMAGE", False, True)], "outputs": []},
+    # comfy_extras/nodes_images.py: frames batch_index .. batch_index + length - 1, clamped to the batch
+    "ImageFromBatch": {
+        "inputs": [("image", "IMAGE", False, True), ("batch_index", "INT", True, True), ("length", "INT", True, True)],
+        "outputs": [("IMAGE", "IMAGE")],
+    },
+    "CLIPVisionLoader": {"inputs": [("clip_name", "COMBO", True, True)], "outputs": [("CLIP_VISION", "CLIP_VISION")]},
     # "Preview as Text" (comfy_extras/nodes_preview_any.py): its input takes any type ("*"). The frontend gives
     # it three widgets of its own (the text box, a Markdown twin of it and the Markdown toggle) and stores a
     # value for each; ComfyUI does not declare them and ignores them in a prompt, so the API twins leave them out.
@@ -134,9 +140,10 @@ def signatures():
     return all_signatures()
 
 
-def test_there_are_four_workflows_with_api_twins():
+def test_there_are_five_workflows_with_api_twins():
     names = {p.stem for p in WORKFLOWS}
-    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"}
+    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit",
+                     "posecrafter_long_video", "posecrafter_evaluate"}
     assert {p.stem for p in API_DIR.glob("*.json")} == names
 
 
@@ -216,7 +223,7 @@ def test_workflow_names_its_models(path):
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])
     names = {m["name"] for m in models}
     for node in workflow["nodes"]:
-        if node["type"] in ("CheckpointLoaderSimple", "VAELoader"):
+        if node["type"] in ("CheckpointLoaderSimple", "VAELoader", "CLIPVisionLoader"):
             assert node["widgets_values"][0] in names
         if node["type"] == "PoseCrafterModelLoader":
             assert set(node["widgets_values"][:2]) <= names
@@ -230,7 +237,8 @@ def test_api_twin_matches_ui_workflow(path, signatures):
 
 
 def test_workflows_differ_where_they_should():
-    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) samples in windows."""
+    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) and the evaluation, whose
+    evaluation part can be of any length, sample in windows; the evaluation tunes and does not save."""
     api = {p.stem: json.loads((API_DIR / p.name).read_text()) for p in WORKFLOWS}
 
     def nodes_of(name, kind):
@@ -240,19 +248,24 @@ def test_workflows_differ_where_they_should():
     assert nodes_of("posecrafter_one_shot", "PoseCrafterSaveTuned")
     for name in ("posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
         assert nodes_of(name, "PoseCrafterLoadTuned") and not nodes_of(name, "PoseCrafterOneShotTuner")
+    assert nodes_of("posecrafter_evaluate", "PoseCrafterOneShotTuner")
+    assert not nodes_of("posecrafter_evaluate", "PoseCrafterSaveTuned")
     for name in api:
         (sampler,) = nodes_of(name, "PoseCrafterTemporalSampler")
         assert sampler["cfg"] == (3.0 if name == "posecrafter_attribute_edit" else 1.0)
         assert ("negative" in sampler) == (name == "posecrafter_attribute_edit")
-        assert sampler["context_length"] == (16 if name == "posecrafter_long_video" else 0)
+        assert sampler["context_length"] == (16 if name in ("posecrafter_long_video", "posecrafter_evaluate") else 0)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_training_frames_are_selected_before_anything_uses_them(path):
     """Select Frames (8 frames, the paper's main setting) sits between the training video and every
-    PoseCrafter node and VAE Encode: no path from the training video reaches them around it."""
+    PoseCrafter node and VAE Encode: no path from the training video reaches them around it, except, in the
+    evaluation workflow, through its evaluation part (the real frames the generated ones are compared with)."""
     api = json.loads((API_DIR / path.name).read_text())
     (select,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterSelectFrames"]
+    evaluation_part = [i for i, n in api.items() if n["_meta"]["title"].startswith("Evaluation part")]
+    assert len(evaluation_part) == (path.stem == "posecrafter_evaluate")
     assert api[select]["inputs"]["frames"] == 8
     (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Training video")]
 
@@ -262,7 +275,7 @@ def test_training_frames_are_selected_before_anything_uses_them(path):
     def reaches_training_video(node_id, through_select):
         if node_id == training:
             return True
-        if node_id == select and not through_select:
+        if node_id in evaluation_part or (node_id == select and not through_select):
             return False
         return any(reaches_training_video(s, through_select) for s in sources(node_id))
 
@@ -281,7 +294,8 @@ def test_every_text_report_is_shown(path, signatures):
     links = {link[0]: link for link in workflow["links"]}
     reports = [(node, slot) for node in nodes.values()
                for slot, (_, kind) in enumerate(signatures[node["type"]]["outputs"]) if kind == "STRING"]
-    assert {node["type"] for node, _ in reports} == {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    expected = {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    assert {node["type"] for node, _ in reports} == expected | ({"PoseCrafterEvaluate"} if "evaluate" in path.stem else set())
     for node, slot in reports:
         targets = [nodes[links[link][3]]["type"] for link in node["outputs"][slot]["links"] or []]
         assert "PreviewAny" in targets, f"{path.name}: {node['type']} #{node['id']} output {slot} is not shown"
@@ -295,3 +309,38 @@ def test_nodes_do_not_overlap_on_the_canvas(path):
     overlapping = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                    if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
     assert not overlapping, f"{path.name}: nodes {overlapping} overlap"
+
+
+def test_evaluate_workflow_follows_the_papers_protocol():
+    """One clip: tune on frames of its first part, drive with the poses of the rest, and compare the generated
+    frames with those real frames; the report and the plot are shown, the training frames go to CLIP-I."""
+    api = json.loads((API_DIR / "posecrafter_evaluate.json").read_text())
+
+    def only(kind):
+        (node_id,) = [i for i, n in api.items() if n["class_type"] == kind]
+        return node_id, api[node_id]["inputs"]
+
+    def source(inputs, name):
+        return inputs[name][0]
+
+    parts = {api[i]["_meta"]["title"].split(":")[0]: api[i]["inputs"] for i, n in api.items()
+             if n["class_type"] == "ImageFromBatch"}
+    training, evaluation = parts["Training part"], parts["Evaluation part"]
+    assert training["batch_index"] == 0 and evaluation["batch_index"] == training["length"] > 8
+    assert evaluation["length"] == 4096, "the evaluation part runs to the end of the clip"
+    assert source(training, "image") == source(evaluation, "image")
+    evaluation_id = next(i for i, n in api.items() if n["_meta"]["title"].startswith("Evaluation part"))
+    select_id, select = only("PoseCrafterSelectFrames")
+    assert api[source(select, "images")]["_meta"]["title"].startswith("Training part")
+
+    evaluate_id, evaluate = only("PoseCrafterEvaluate")
+    assert api[source(evaluate, "images")]["class_type"] == "VAEDecode"
+    assert source(evaluate, "ground_truth") == evaluation_id and source(evaluate, "training_images") == select_id
+    assert api[source(evaluate, "clip_vision")]["class_type"] == "CLIPVisionLoader"
+    target = api[source(evaluate, "target_pose")]
+    assert target["class_type"] == "PoseCrafterDWPoseExtractor" and source(target["inputs"], "images") == evaluation_id
+    _, inserter = only("PoseCrafterPoseInserter")
+    assert source(inserter, "target_pose") == source(evaluate, "target_pose"), "the video follows the same poses"
+    shown = {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 0]}
+    assert shown == {"PreviewAny"}
+    assert {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 1]} == {"PreviewImage"}
