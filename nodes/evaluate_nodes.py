@@ -125,7 +125,7 @@ class Evaluate:
 
         report = format_report(generated, pose_error, found.missing_frames, psnr, ssim, clip, reference_note,
                                training_images is not None)
-        _comfy.log.info("PoseCrafter evaluation:\n%s", report)
+        _comfy.log.info("PoseCrafter evaluation:\n%s", report.split("\n\nPer frame")[0])  # the table stays in the report
         plot = evaluation_image(
             pose_error.per_frame, psnr,
             "no ground truth connected: PSNR and SSIM skipped" if psnr is None else "",
