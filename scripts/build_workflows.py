@@ -32,6 +32,11 @@ MODELS = [
      "url": f"https://huggingface.co/stabilityai/sd-vae-ft-mse-original/resolve/main/{VAE}"},
 ]
 
+CLIP_VISION_MODEL = {
+    "name": "clip_vision_h.safetensors", "directory": "clip_vision",
+    "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/clip_vision/clip_vision_h.safetensors",
+}
+
 # Layout, in canvas units: columns of nodes, stacked top to bottom; a group is drawn around each stage's nodes.
 COLUMN_GAP, NODE_GAP, GROUP_GAP = 60, 40, 80
 GROUP_PADDING, GROUP_TITLE = 20, 50
@@ -62,8 +67,8 @@ class Node:
 class Workflow:
     """One workflow being described: nodes in columns, each node in a titled stage."""
 
-    def __init__(self, name, note):
-        self.name, self.note, self.nodes = name, note, []
+    def __init__(self, name, note, models=MODELS):
+        self.name, self.note, self.models, self.nodes = name, note, models, []
 
     def add(self, kind, column, stage, title=None, size=None, **inputs):
         node = Node(len(self.nodes) + 1, kind, title, column, stage, inputs, size)
@@ -104,7 +109,7 @@ class Workflow:
             "config": {},
             "extra": {"ds": saved_view(ui_nodes.values())},
             "version": 0.4,
-            "models": MODELS,
+            "models": self.models,
         }
 
 
@@ -317,6 +322,78 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
     return w
 
 
+EVALUATE_STAGE = "6 Evaluate: compare with the real frames"
+
+
+def evaluate(note):
+    """Workflow (e), the paper's evaluation protocol on one clip of one person: tune on 8 frames of its first
+    part, drive with the poses of the rest, compare the generated frames with those real frames. The poses
+    are the person's own, so they are not retargeted."""
+    w = Workflow("posecrafter_evaluate", note, models=MODELS + [CLIP_VISION_MODEL])
+    train_stage = "2 Your clip: split it and train on the first part"
+    poses_stage = "3 Poses to follow (the evaluation part's)"
+    w.add(NOTE_NODE, 0, None, size=NOTE_SIZE, text=note)
+    checkpoint = w.add("CheckpointLoaderSimple", 0, MODELS_STAGE, "SD1.5 checkpoint (for CLIP)", ckpt_name=CHECKPOINT)
+    vae = w.add("VAELoader", 0, MODELS_STAGE, vae_name=VAE)
+    model = w.add("PoseCrafterModelLoader", 0, MODELS_STAGE, checkpoint=CHECKPOINT, controlnet=CONTROLNET, dtype="fp32")
+    clip_vision = w.add("CLIPVisionLoader", 0, MODELS_STAGE, "CLIP vision (for CLIP-I and CLIP-T)", clip_name=CLIP_VISION_MODEL["name"])
+    prompt = w.add("CLIPTextEncode", 0, MODELS_STAGE, "Target prompt (the same: the paper's reconstruction protocol)",
+                   text="a person is dancing", clip=checkpoint["CLIP"])
+
+    video = w.add("LoadVideo", 1, train_stage, "Training video (one person; its last frames are the evaluation part)",
+                  file="training.mp4")
+    clip = w.add("GetVideoComponents", 1, train_stage, video=video["VIDEO"])
+    frames = w.add("ImageScale", 1, train_stage, "Frames 512x512", image=clip["images"], upscale_method="lanczos",
+                   width=512, height=512, crop="center")
+    part = w.add("ImageFromBatch", 1, train_stage, "Training part: frames 0-63", image=frames["IMAGE"],
+                 batch_index=0, length=64)
+    evaluation = w.add("ImageFromBatch", 1, train_stage, "Evaluation part: frames 64 to the end", image=frames["IMAGE"],
+                       batch_index=64, length=4096)
+    select = w.add("PoseCrafterSelectFrames", 2, train_stage, "Training frames to tune on", images=part["IMAGE"],
+                   frames=8, mode="uniform")
+    poses = w.add("PoseCrafterDWPoseExtractor", 2, train_stage, "Training poses", images=select["images"],
+                  fill_gaps=False)["pose"]
+    latent = w.add("VAEEncode", 2, train_stage, pixels=select["images"], vae=vae["VAE"])
+    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (describes the training video)",
+                   text="a person is dancing", clip=checkpoint["CLIP"])
+    tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (100 steps for 8 frames)",
+                  model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
+                  steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
+    w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
+
+    target = w.add("PoseCrafterDWPoseExtractor", 3, poses_stage, "Target poses (of the evaluation part)",
+                   images=evaluation["IMAGE"], fill_gaps=False)
+    w.add("PreviewImage", 3, poses_stage, "Target skeletons", images=target["skeleton"])
+
+    selector = w.add("PoseCrafterReferenceFrameSelector", 5, REFERENCE_STAGE, images=select["images"],
+                     latent=latent["LATENT"], training_pose=poses, target_pose=target["pose"], distance="visible")
+    w.add("PreviewImage", 5, REFERENCE_STAGE, "Reference frame", images=selector["image"])
+    w.add("PreviewAny", 5, REFERENCE_STAGE, "Reference frame and Video-SIM", source=selector["report"])
+    inserter = w.add("PoseCrafterPoseInserter", 6, REFERENCE_STAGE, target_pose=target["pose"],
+                     reference_pose=selector["pose"], position=0)
+    inversion = w.add("PoseCrafterDDIMInverter", 6, REFERENCE_STAGE, model=tuner["model"], latent=selector["latent"],
+                      pose=selector["pose"], conditioning=source["CONDITIONING"], steps=50)
+    editor = w.add("PoseCrafterLatentEditor", 6, REFERENCE_STAGE, inversion=inversion["inversion"],
+                   pose=inserter["pose"], edit_face=True, edit_hands=True, alpha=1)
+    w.add("PreviewAny", 6, REFERENCE_STAGE, "Latent edits per frame", source=editor["report"])
+
+    sampler = w.add("PoseCrafterTemporalSampler", 5, GENERATE_STAGE,
+                    "Temporal Sampler (windows of 16: any length of evaluation part)", model=tuner["model"],
+                    latent=editor["latent"], pose=inserter["pose"], positive=prompt["CONDITIONING"], steps=50, cfg=1.0,
+                    control_strength=1.0, context_length=16, context_overlap=4, drop_inserted_frame=True)
+    decoded = w.add("VAEDecode", 5, GENERATE_STAGE, samples=sampler["latent"], vae=vae["VAE"])
+    video_out = w.add("CreateVideo", 6, GENERATE_STAGE, "Video at the clip's frame rate", images=decoded["IMAGE"],
+                      fps=clip["fps"], fps_default=30.0)
+    w.add("SaveVideo", 6, GENERATE_STAGE, video=video_out["VIDEO"], filename_prefix="posecrafter/posecrafter_evaluate",
+          format="auto", codec="auto")
+
+    scores = w.add("PoseCrafterEvaluate", 3, EVALUATE_STAGE, images=decoded["IMAGE"], target_pose=target["pose"],
+                   ground_truth=evaluation["IMAGE"], training_images=select["images"], clip_vision=clip_vision["CLIP_VISION"])
+    w.add("PreviewAny", 3, EVALUATE_STAGE, "Evaluation report", source=scores["report"], size=(340, 360))
+    w.add("PreviewImage", 4, EVALUATE_STAGE, "Evaluation plot", images=scores["plot"], size=(340, 380))
+    return w
+
+
 def workflows():
     loads = ("**Load** (in `ComfyUI/input`): `training.mp4`, your video of one person (8 frames or more), and "
              "`driving.mp4`, the motion to follow, in the two Load Video nodes; check the model names in group 1.")
@@ -353,6 +430,16 @@ def workflows():
             "Select Frames runs in `cover` mode: DWPose reads every training frame and the 8 frames whose poses are"
             " closest to the retargeted target poses become the reference-frame candidates. " + retargets,
         ]), tune=False, cover=True, context_length=16),
+        evaluate("\n\n".join([
+            "## (e) Evaluate: the paper's protocol on one video",
+            "**Load** (in `ComfyUI/input`): `training.mp4`, one video of one person, longer than 64 frames: frames 0-63"
+            " are the training part (8 of them are tuned on), the rest the evaluation part. Check the model names in"
+            " group 1 (a CLIP vision file for CLIP-I/T).",
+            "**Out**: the evaluation part generated from its own poses (a video in `ComfyUI/output/posecrafter/`)"
+            " and, in group 6, a report (MSE-P pose error by part, PSNR, SSIM, CLIP-I, CLIP-T, worst frames) and a"
+            " per-frame plot, measured against the real frames. Numbers compare only between runs at the same size"
+            " and frame count.",
+        ])),
     ]
 
 

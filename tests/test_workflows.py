@@ -9,8 +9,9 @@ from tests.comfy_pack import ROOT, load_pack
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 API_DIR = ROOT / "workflows" / "api"
+RETARGETED = [p for p in WORKFLOWS if p.stem != "posecrafter_evaluate"]
 
-# The core nodes the workflows use, as ComfyUI defines them (nodes.py and comfy_extras/nodes_video.py):
+# The core nodes the workflows use, as ComfyUI defines them (nodes.py, comfy_extras/nodes_video.py and nodes_images.py):
 # inputs in definition order as (name, type, is_widget, required), outputs as (name, type).
 # LoadVideo's file combo has an upload button, and the frontend stores its value ("image") as an extra
 # widget value after the file name, like LoadImage's.
@@ -65,6 +66,12 @@ CORE_NODES = {
         "outputs": [],
     },
     "PreviewImage": {"inputs": [("images", "IMAGE", False, True)], "outputs": []},
+    # comfy_extras/nodes_images.py: frames batch_index .. batch_index + length - 1, clamped to the batch
+    "ImageFromBatch": {
+        "inputs": [("image", "IMAGE", False, True), ("batch_index", "INT", True, True), ("length", "INT", True, True)],
+        "outputs": [("IMAGE", "IMAGE")],
+    },
+    "CLIPVisionLoader": {"inputs": [("clip_name", "COMBO", True, True)], "outputs": [("CLIP_VISION", "CLIP_VISION")]},
     # "Preview as Text" (comfy_extras/nodes_preview_any.py): its input takes any type ("*"). The frontend gives
     # it three widgets of its own (the text box, a Markdown twin of it and the Markdown toggle) and stores a
     # value for each; ComfyUI does not declare them and ignores them in a prompt, so the API twins leave them out.
@@ -142,9 +149,10 @@ def signatures():
     return all_signatures()
 
 
-def test_there_are_four_workflows_with_api_twins():
+def test_there_are_five_workflows_with_api_twins():
     names = {p.stem for p in WORKFLOWS}
-    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"}
+    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit",
+                     "posecrafter_long_video", "posecrafter_evaluate"}
     assert {p.stem for p in API_DIR.glob("*.json")} == names
 
 
@@ -235,7 +243,7 @@ def test_workflow_names_its_models(path):
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])
     names = {m["name"] for m in models}
     for node in workflow["nodes"]:
-        if node["type"] in ("CheckpointLoaderSimple", "VAELoader"):
+        if node["type"] in ("CheckpointLoaderSimple", "VAELoader", "CLIPVisionLoader"):
             assert node["widgets_values"][0] in names
         if node["type"] == "PoseCrafterModelLoader":
             assert set(node["widgets_values"][:2]) <= names
@@ -249,7 +257,8 @@ def test_api_twin_matches_ui_workflow(path, signatures):
 
 
 def test_workflows_differ_where_they_should():
-    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) samples in windows."""
+    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) and the evaluation, whose
+    evaluation part can be of any length, sample in windows; the evaluation tunes and does not save."""
     api = {p.stem: json.loads((API_DIR / p.name).read_text()) for p in WORKFLOWS}
 
     def nodes_of(name, kind):
@@ -259,11 +268,13 @@ def test_workflows_differ_where_they_should():
     assert nodes_of("posecrafter_one_shot", "PoseCrafterSaveTuned")
     for name in ("posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
         assert nodes_of(name, "PoseCrafterLoadTuned") and not nodes_of(name, "PoseCrafterOneShotTuner")
+    assert nodes_of("posecrafter_evaluate", "PoseCrafterOneShotTuner")
+    assert not nodes_of("posecrafter_evaluate", "PoseCrafterSaveTuned")
     for name in api:
         (sampler,) = nodes_of(name, "PoseCrafterTemporalSampler")
         assert sampler["cfg"] == (3.0 if name == "posecrafter_attribute_edit" else 1.0)
         assert ("negative" in sampler) == (name == "posecrafter_attribute_edit")
-        assert sampler["context_length"] == (16 if name == "posecrafter_long_video" else 0)
+        assert sampler["context_length"] == (16 if name in ("posecrafter_long_video", "posecrafter_evaluate") else 0)
 
 
 def api_sources(api, node_id):
@@ -296,11 +307,12 @@ def test_training_frames_are_selected_before_anything_uses_them(path):
             assert not reaches(api, source, training, around={select}), f"{node['class_type']}.{name} skips Select Frames"
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RETARGETED, ids=lambda p: p.stem)
 def test_driving_poses_are_retargeted_before_anything_uses_them(path):
     """Pose Retarget (bones) takes the driving video's DWPose poses and the training poses; its poses are the
     only driving poses that reference selection, the Pose Inserter (so latent editing and sampling) and
-    Select Frames see. Its preview goes to a Preview Image, its report to a Preview as Text."""
+    Select Frames see. Its preview goes to a Preview Image, its report to a Preview as Text. (The evaluation
+    workflow follows the person's own poses, as the paper's protocol does.)"""
     api = json.loads((API_DIR / path.name).read_text())
     (retarget,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterPoseRetarget"]
     inputs = api[retarget]["inputs"]
@@ -343,7 +355,8 @@ def test_one_workflow_selects_training_frames_that_cover_the_target():
         (selector,) = [n["inputs"] for n in api.values() if n["class_type"] == "PoseCrafterReferenceFrameSelector"]
         assert selector["training_pose"] == [select, 1] and selector["images"] == [select, 0]
     assert modes == {"posecrafter_one_shot": "uniform", "posecrafter_from_tuned": "uniform",
-                     "posecrafter_attribute_edit": "uniform", "posecrafter_long_video": "cover"}
+                     "posecrafter_attribute_edit": "uniform", "posecrafter_long_video": "cover",
+                     "posecrafter_evaluate": "uniform"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -354,8 +367,9 @@ def test_every_text_report_is_shown(path, signatures):
     links = {link[0]: link for link in workflow["links"]}
     reports = [(node, slot) for node in nodes.values() if node["type"] != NOTE_NODE
                for slot, (_, kind) in enumerate(signatures[node["type"]]["outputs"]) if kind == "STRING"]
-    assert {node["type"] for node, _ in reports} == {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor",
-                                                     "PoseCrafterPoseRetarget"}
+    expected = {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    expected |= {"PoseCrafterEvaluate"} if path.stem == "posecrafter_evaluate" else {"PoseCrafterPoseRetarget"}
+    assert {node["type"] for node, _ in reports} == expected
     for node, slot in reports:
         targets = [nodes[links[link][3]]["type"] for link in node["outputs"][slot]["links"] or []]
         assert "PreviewAny" in targets, f"{path.name}: {node['type']} #{node['id']} output {slot} is not shown"
@@ -432,3 +446,38 @@ def test_committed_workflows_are_what_the_generator_writes():
     for target, data in build.outputs().items():
         if target.suffix == ".json":
             assert target.read_bytes() == data, f"{target.relative_to(ROOT)}: run python3 scripts/build_workflows.py"
+
+
+def test_evaluate_workflow_follows_the_papers_protocol():
+    """One clip: tune on frames of its first part, drive with the poses of the rest, and compare the generated
+    frames with those real frames; the report and the plot are shown, the training frames go to CLIP-I."""
+    api = json.loads((API_DIR / "posecrafter_evaluate.json").read_text())
+
+    def only(kind):
+        (node_id,) = [i for i, n in api.items() if n["class_type"] == kind]
+        return node_id, api[node_id]["inputs"]
+
+    def source(inputs, name):
+        return inputs[name][0]
+
+    parts = {api[i]["_meta"]["title"].split(":")[0]: api[i]["inputs"] for i, n in api.items()
+             if n["class_type"] == "ImageFromBatch"}
+    training, evaluation = parts["Training part"], parts["Evaluation part"]
+    assert training["batch_index"] == 0 and evaluation["batch_index"] == training["length"] > 8
+    assert evaluation["length"] == 4096, "the evaluation part runs to the end of the clip"
+    assert source(training, "image") == source(evaluation, "image")
+    evaluation_id = next(i for i, n in api.items() if n["_meta"]["title"].startswith("Evaluation part"))
+    select_id, select = only("PoseCrafterSelectFrames")
+    assert api[source(select, "images")]["_meta"]["title"].startswith("Training part")
+
+    evaluate_id, evaluate = only("PoseCrafterEvaluate")
+    assert api[source(evaluate, "images")]["class_type"] == "VAEDecode"
+    assert source(evaluate, "ground_truth") == evaluation_id and source(evaluate, "training_images") == select_id
+    assert api[source(evaluate, "clip_vision")]["class_type"] == "CLIPVisionLoader"
+    target = api[source(evaluate, "target_pose")]
+    assert target["class_type"] == "PoseCrafterDWPoseExtractor" and source(target["inputs"], "images") == evaluation_id
+    _, inserter = only("PoseCrafterPoseInserter")
+    assert source(inserter, "target_pose") == source(evaluate, "target_pose"), "the video follows the same poses"
+    shown = {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 0]}
+    assert shown == {"PreviewAny"}
+    assert {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 1]} == {"PreviewImage"}
