@@ -265,7 +265,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
         poses = w.add("PoseCrafterDWPoseExtractor", 2, train_stage, "Training poses", images=frames, fill_gaps=False)["pose"]
         retarget_from = poses
     latent = w.add("VAEEncode", 2, train_stage, pixels=frames, vae=vae["VAE"])
-    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (describes the training video)",
+    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)",
                    text="a person is dancing", clip=checkpoint["CLIP"])
     if tune:
         tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (100 steps for 8 frames)",
@@ -354,7 +354,7 @@ def evaluate(note):
     poses = w.add("PoseCrafterDWPoseExtractor", 2, train_stage, "Training poses", images=select["images"],
                   fill_gaps=False)["pose"]
     latent = w.add("VAEEncode", 2, train_stage, pixels=select["images"], vae=vae["VAE"])
-    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (describes the training video)",
+    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)",
                    text="a person is dancing", clip=checkpoint["CLIP"])
     tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (100 steps for 8 frames)",
                   model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
