@@ -31,20 +31,10 @@ class DWPoseExtractor:
     def VALIDATE_INPUTS(cls, images=None):
         # ComfyUI reports a message only against the inputs this signature names: with none named, a
         # missing model file would pass validation and fail only when the node runs.
-        for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
-            try:
-                dwpose.find_model_file(name, _comfy.dwpose_dirs())
-            except ValueError as err:
-                # The engine's message starts with its argument's name, which means nothing in the UI.
-                return str(err).removeprefix("model_dirs: ")
-        return True
+        return dwpose_files_found()
 
     def extract(self, images, fill_gaps):
-        progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
-        try:
-            result = _extractor(_comfy.dwpose_dirs()).extract(images, callback=lambda done, total: progress.update(done))
-        finally:
-            progress.close()
+        result = run_dwpose(images)
         poses, missing = result.poses, result.missing_frames
         if len(missing) == images.shape[0]:
             raise ValueError(
@@ -64,6 +54,28 @@ class DWPoseExtractor:
         pose = to_pose_keypoint(poses)
         drawn = skeleton.render_skeleton_images(poses, images.shape[2], images.shape[1])
         return {"ui": {"openpose_json": [json.dumps(pose)]}, "result": (pose, drawn)}
+
+
+def dwpose_files_found():
+    """True when both DWPose model files are found, else the message naming the missing one and the folders
+    searched (what VALIDATE_INPUTS returns)."""
+    for name in (dwpose.DETECTOR_FILE, dwpose.POSE_MODEL_FILE):
+        try:
+            dwpose.find_model_file(name, _comfy.dwpose_dirs())
+        except ValueError as err:
+            # The engine's message starts with its argument's name, which means nothing in the UI.
+            return str(err).removeprefix("model_dirs: ")
+    return True
+
+
+def run_dwpose(images):
+    """DWPose on an IMAGE batch with a progress bar (and Cancel): the engine's Extraction (frames with
+    nobody in them listed, not filled)."""
+    progress = _comfy.Progress(images.shape[0], "PoseCrafter DWPose")
+    try:
+        return _extractor(_comfy.dwpose_dirs()).extract(images, callback=lambda done, total: progress.update(done))
+    finally:
+        progress.close()
 
 
 _extractors = {}

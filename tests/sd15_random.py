@@ -74,3 +74,19 @@ def write_sd15_files(checkpoint, controlnet, vae, seed=0):
         save_file({ldm_name(k, **SD15_LDM): v for k, v in random_state_dict(model, generator).items()}, str(controlnet))
     if vae is not None:
         save_file(vae_state, str(vae))
+
+
+# CLIP ViT-L/14 vision tower with its projection, the smallest CLIP that ComfyUI's CLIP Vision Loader
+# recognises (comfy/clip_vision.py picks a config by layer count: 24 layers is ViT-L). About 0.6 GB in fp16.
+CLIP_VISION_VITL = dict(
+    hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, image_size=224,
+    patch_size=14, projection_dim=768, hidden_act="quick_gelu",
+)
+
+
+def write_clip_vision_file(path, seed=0):
+    """A CLIP ViT-L/14 vision file (transformers names, as ComfyUI loads them) with random weights."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    model = _on_meta(lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_VISION_VITL)))
+    save_file(random_state_dict(model, torch.Generator().manual_seed(seed)), str(path))

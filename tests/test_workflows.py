@@ -1,5 +1,6 @@
 """The bundled workflows: they parse, use only PoseCrafter and core nodes, link compatible slots, their
 widget values match each node's widgets, and each API-format twin says the same as its UI workflow."""
+import importlib.util
 import json
 
 import pytest
@@ -8,8 +9,9 @@ from tests.comfy_pack import ROOT, load_pack
 
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 API_DIR = ROOT / "workflows" / "api"
+RETARGETED = [p for p in WORKFLOWS if p.stem != "posecrafter_evaluate"]
 
-# The core nodes the workflows use, as ComfyUI defines them (nodes.py and comfy_extras/nodes_video.py):
+# The core nodes the workflows use, as ComfyUI defines them (nodes.py, comfy_extras/nodes_video.py and nodes_images.py):
 # inputs in definition order as (name, type, is_widget, required), outputs as (name, type).
 # LoadVideo's file combo has an upload button, and the frontend stores its value ("image") as an extra
 # widget value after the file name, like LoadImage's.
@@ -64,11 +66,19 @@ CORE_NODES = {
         "outputs": [],
     },
     "PreviewImage": {"inputs": [("images", "IMAGE", False, True)], "outputs": []},
+    # comfy_extras/nodes_images.py: frames batch_index .. batch_index + length - 1, clamped to the batch
+    "ImageFromBatch": {
+        "inputs": [("image", "IMAGE", False, True), ("batch_index", "INT", True, True), ("length", "INT", True, True)],
+        "outputs": [("IMAGE", "IMAGE")],
+    },
+    "CLIPVisionLoader": {"inputs": [("clip_name", "COMBO", True, True)], "outputs": [("CLIP_VISION", "CLIP_VISION")]},
     # "Preview as Text" (comfy_extras/nodes_preview_any.py): its input takes any type ("*"). The frontend gives
     # it three widgets of its own (the text box, a Markdown twin of it and the Markdown toggle) and stores a
     # value for each; ComfyUI does not declare them and ignores them in a prompt, so the API twins leave them out.
     "PreviewAny": {"inputs": [("source", "*", False, True)], "outputs": [], "frontend_widget_values": 3},
 }
+# The frontend's own note node (a Markdown text box): not sent to ComfyUI, so it has no signature and no API twin.
+NOTE_NODE = "MarkdownNote"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 MISSING = object()
 # PoseCrafter combos listing the user's model files: their options depend on the machine.
@@ -109,6 +119,8 @@ def ui_to_api(workflow, signatures):
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] == NOTE_NODE:
+            continue
         sig = signatures[node["type"]]
         linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
         values = iter(node.get("widgets_values", []))
@@ -137,9 +149,10 @@ def signatures():
     return all_signatures()
 
 
-def test_there_are_four_workflows_with_api_twins():
+def test_there_are_five_workflows_with_api_twins():
     names = {p.stem for p in WORKFLOWS}
-    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"}
+    assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit",
+                     "posecrafter_long_video", "posecrafter_evaluate"}
     assert {p.stem for p in API_DIR.glob("*.json")} == names
 
 
@@ -151,6 +164,9 @@ def test_workflow_nodes_and_links(path, signatures):
     assert len(nodes) == len(workflow["nodes"]), "duplicate node ids"
     assert workflow["last_node_id"] == max(nodes)
     assert workflow["last_link_id"] == max(link[0] for link in workflow["links"])
+    notes = [node for node in nodes.values() if node["type"] == NOTE_NODE]
+    assert len(notes) == 1 and notes[0]["widgets_values"][0].strip(), f"{path.name}: one note saying what to load"
+    nodes = {i: node for i, node in nodes.items() if node["type"] != NOTE_NODE}
     for node in nodes.values():
         assert node["type"] in signatures, f"{path.name}: node type {node['type']} is neither core nor PoseCrafter"
         assert node["type"] in CORE_NODES or node["type"].startswith("PoseCrafter")
@@ -227,7 +243,7 @@ def test_workflow_names_its_models(path):
         assert model["url"].startswith("https://huggingface.co/") and model["url"].endswith(model["name"])
     names = {m["name"] for m in models}
     for node in workflow["nodes"]:
-        if node["type"] in ("CheckpointLoaderSimple", "VAELoader"):
+        if node["type"] in ("CheckpointLoaderSimple", "VAELoader", "CLIPVisionLoader"):
             assert node["widgets_values"][0] in names
         if node["type"] == "PoseCrafterModelLoader":
             assert set(node["widgets_values"][:2]) <= names
@@ -241,7 +257,8 @@ def test_api_twin_matches_ui_workflow(path, signatures):
 
 
 def test_workflows_differ_where_they_should():
-    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) samples in windows."""
+    """(a) tunes and saves; (b)-(d) load saved weights; (c) edits with cfg 3; (d) and the evaluation, whose
+    evaluation part can be of any length, sample in windows; the evaluation tunes and does not save."""
     api = {p.stem: json.loads((API_DIR / p.name).read_text()) for p in WORKFLOWS}
 
     def nodes_of(name, kind):
@@ -251,37 +268,95 @@ def test_workflows_differ_where_they_should():
     assert nodes_of("posecrafter_one_shot", "PoseCrafterSaveTuned")
     for name in ("posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
         assert nodes_of(name, "PoseCrafterLoadTuned") and not nodes_of(name, "PoseCrafterOneShotTuner")
+    assert nodes_of("posecrafter_evaluate", "PoseCrafterOneShotTuner")
+    assert not nodes_of("posecrafter_evaluate", "PoseCrafterSaveTuned")
     for name in api:
         (sampler,) = nodes_of(name, "PoseCrafterTemporalSampler")
         assert sampler["cfg"] == (3.0 if name == "posecrafter_attribute_edit" else 1.0)
         assert ("negative" in sampler) == (name == "posecrafter_attribute_edit")
-        assert sampler["context_length"] == (16 if name == "posecrafter_long_video" else 0)
+        assert sampler["context_length"] == (16 if name in ("posecrafter_long_video", "posecrafter_evaluate") else 0)
+
+
+def api_sources(api, node_id):
+    return [value[0] for value in api[node_id]["inputs"].values() if isinstance(value, list)]
+
+
+def reaches(api, node_id, goal, around=()):
+    """Whether a path of links leads from node goal to node_id without passing a node of around."""
+    if node_id == goal:
+        return True
+    return node_id not in around and any(reaches(api, s, goal, around) for s in api_sources(api, node_id))
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_training_frames_are_selected_before_anything_uses_them(path):
-    """Select Frames (8 frames, the paper's main setting) sits between the training video and every
-    PoseCrafter node and VAE Encode: no path from the training video reaches them around it."""
+    """Select Frames (8 frames, the paper's main setting) sits between the training video and the frames,
+    latents and poses that tuning, VAE Encode and reference selection use: no path from the training video
+    reaches them around it. (Pose Retarget and, in cover mode, Select Frames itself read the poses of all
+    training frames: that is what they are for.)"""
     api = json.loads((API_DIR / path.name).read_text())
     (select,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterSelectFrames"]
     assert api[select]["inputs"]["frames"] == 8
     (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Training video")]
+    uses = {"VAEEncode": ("pixels",), "PoseCrafterOneShotTuner": ("latent", "pose"),
+            "PoseCrafterReferenceFrameSelector": ("images", "latent", "training_pose")}
+    for node_id, node in api.items():
+        for name in uses.get(node["class_type"], ()):
+            source = node["inputs"][name][0]
+            assert reaches(api, source, training), (node["class_type"], name)
+            assert not reaches(api, source, training, around={select}), f"{node['class_type']}.{name} skips Select Frames"
 
-    def sources(node_id):
-        return [value[0] for value in api[node_id]["inputs"].values() if isinstance(value, list)]
 
-    def reaches_training_video(node_id, through_select):
-        if node_id == training:
-            return True
-        if node_id == select and not through_select:
-            return False
-        return any(reaches_training_video(s, through_select) for s in sources(node_id))
+@pytest.mark.parametrize("path", RETARGETED, ids=lambda p: p.stem)
+def test_driving_poses_are_retargeted_before_anything_uses_them(path):
+    """Pose Retarget (bones) takes the driving video's DWPose poses and the training poses; its poses are the
+    only driving poses that reference selection, the Pose Inserter (so latent editing and sampling) and
+    Select Frames see. Its preview goes to a Preview Image, its report to a Preview as Text. (The evaluation
+    workflow follows the person's own poses, as the paper's protocol does.)"""
+    api = json.loads((API_DIR / path.name).read_text())
+    (retarget,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterPoseRetarget"]
+    inputs = api[retarget]["inputs"]
+    assert (inputs["mode"], inputs["anchor"], inputs["smoothing"]) == ("bones", "auto", 0.0)
+    (driving,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Driving video")]
+    (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Training video")]
+    target, trained = api[inputs["target_pose"][0]], api[inputs["training_pose"][0]]
+    assert target["class_type"] == trained["class_type"] == "PoseCrafterDWPoseExtractor"
+    assert reaches(api, inputs["target_pose"][0], driving) and reaches(api, inputs["training_pose"][0], training)
+    poses_users = {"PoseCrafterReferenceFrameSelector": "target_pose", "PoseCrafterPoseInserter": "target_pose"}
+    for node_id, node in api.items():
+        if node["class_type"] in poses_users:
+            assert node["inputs"][poses_users[node["class_type"]]] == [retarget, 0], node["class_type"]
+        if node["class_type"] == "PoseCrafterSelectFrames" and "target_pose" in node["inputs"]:
+            assert node["inputs"]["target_pose"] == [retarget, 0]
+        upstream = reaches(api, retarget, node_id)  # the driving video's DWPose and what feeds it
+        if not upstream and node["class_type"].startswith("PoseCrafter"):
+            assert not reaches(api, node_id, driving, around={retarget}), f"{node['class_type']} skips Pose Retarget"
+    shown = {(n["class_type"], tuple(v)) for n in api.values() for v in n["inputs"].values() if isinstance(v, list)}
+    assert ("PreviewImage", (retarget, 1)) in shown and ("PreviewAny", (retarget, 2)) in shown
 
-    users = [i for i, n in api.items() if n["class_type"].startswith("PoseCrafter") or n["class_type"] == "VAEEncode"]
-    assert not [i for i in users if reaches_training_video(i, through_select=False)]
-    (selector,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterReferenceFrameSelector"]
-    for name in ("images", "latent", "training_pose"):
-        assert reaches_training_video(api[selector]["inputs"][name][0], through_select=True), name
+
+def test_one_workflow_selects_training_frames_that_cover_the_target():
+    """(d) shows Select Frames' cover mode: DWPose on all training frames feeds Select Frames and Pose Retarget
+    (no cycle: Retarget measures the training body on all frames, Select Frames then picks from the retargeted
+    targets); the kept frames' poses go to reference selection. The others keep the paper's uniform stride."""
+    modes = {}
+    for path in sorted(API_DIR.glob("*.json")):
+        api = json.loads(path.read_text())
+        (select,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterSelectFrames"]
+        modes[path.stem] = api[select]["inputs"].get("mode", "uniform")
+        if modes[path.stem] != "cover":
+            continue
+        inputs = api[select]["inputs"]
+        (retarget,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterPoseRetarget"]
+        all_poses = inputs["training_pose"][0]
+        assert api[all_poses]["class_type"] == "PoseCrafterDWPoseExtractor"
+        assert api[all_poses]["inputs"]["images"] == inputs["images"], "DWPose reads the frames Select Frames picks from"
+        assert api[retarget]["inputs"]["training_pose"] == [all_poses, 0] and inputs["target_pose"] == [retarget, 0]
+        (selector,) = [n["inputs"] for n in api.values() if n["class_type"] == "PoseCrafterReferenceFrameSelector"]
+        assert selector["training_pose"] == [select, 1] and selector["images"] == [select, 0]
+    assert modes == {"posecrafter_one_shot": "uniform", "posecrafter_from_tuned": "uniform",
+                     "posecrafter_attribute_edit": "uniform", "posecrafter_long_video": "cover",
+                     "posecrafter_evaluate": "uniform"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -290,9 +365,11 @@ def test_every_text_report_is_shown(path, signatures):
     workflow = json.loads(path.read_text())
     nodes = {node["id"]: node for node in workflow["nodes"]}
     links = {link[0]: link for link in workflow["links"]}
-    reports = [(node, slot) for node in nodes.values()
+    reports = [(node, slot) for node in nodes.values() if node["type"] != NOTE_NODE
                for slot, (_, kind) in enumerate(signatures[node["type"]]["outputs"]) if kind == "STRING"]
-    assert {node["type"] for node, _ in reports} == {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    expected = {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
+    expected |= {"PoseCrafterEvaluate"} if path.stem == "posecrafter_evaluate" else {"PoseCrafterPoseRetarget"}
+    assert {node["type"] for node, _ in reports} == expected
     for node, slot in reports:
         targets = [nodes[links[link][3]]["type"] for link in node["outputs"][slot]["links"] or []]
         assert "PreviewAny" in targets, f"{path.name}: {node['type']} #{node['id']} output {slot} is not shown"
@@ -306,3 +383,101 @@ def test_nodes_do_not_overlap_on_the_canvas(path):
     overlapping = [(a[0], b[0]) for i, a in enumerate(boxes) for b in boxes[i + 1:]
                    if a[1] < b[3] and b[1] < a[3] and a[2] < b[4] and b[2] < a[4]]
     assert not overlapping, f"{path.name}: nodes {overlapping} overlap"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_nodes_are_grouped_by_stage_and_the_saved_view_shows_them(path):
+    """Every node except the note lies inside exactly one titled group ("1 Models ...", "2 Your video ...");
+    groups do not overlap; the saved view (extra.ds) puts the whole graph on a 1920x1080 window's canvas,
+    right of the sidebar and below the tab bar, at a zoom where the frontend still draws text (>= 0.6)."""
+    workflow = json.loads(path.read_text())
+    groups = workflow["groups"]
+    assert [int(g["title"].split()[0]) for g in groups] == list(range(1, len(groups) + 1)) and len(groups) >= 4
+
+    def inside(node, box):
+        x, y, w, h = box
+        return x <= node["pos"][0] and node["pos"][0] + node["size"][0] <= x + w and \
+            y <= node["pos"][1] - 30 and node["pos"][1] + node["size"][1] <= y + h
+
+    for node in workflow["nodes"]:
+        homes = [g["title"] for g in groups if inside(node, g["bounding"])]
+        assert len(homes) == (node["type"] != NOTE_NODE), (node["type"], node.get("title"), homes)
+    for i, a in enumerate(groups):
+        for b in groups[i + 1:]:
+            (ax, ay, aw, ah), (bx, by, bw, bh) = a["bounding"], b["bounding"]
+            assert not (ax < bx + bw and bx < ax + aw and ay < by + bh and by < ay + ah), (a["title"], b["title"])
+    ds = workflow["extra"]["ds"]
+    scale, (dx, dy) = ds["scale"], ds["offset"]
+    boxes = [g["bounding"] for g in groups] + [[n["pos"][0], n["pos"][1] - 30, *n["size"]] for n in workflow["nodes"]]
+    left, top = min((b[0] + dx) * scale for b in boxes), min((b[1] + dy) * scale for b in boxes)
+    right, bottom = max((b[0] + b[2] + dx) * scale for b in boxes), max((b[1] + b[3] + dy) * scale for b in boxes)
+    assert scale >= 0.6 and left >= 60 and top >= 60 and right <= 1900 and bottom <= 1040, (left, top, right, bottom)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_the_note_says_what_to_load_and_what_comes_out(path):
+    (note,) = [n["widgets_values"][0] for n in json.loads(path.read_text())["nodes"] if n["type"] == NOTE_NODE]
+    assert "**Load**" in note and "**Out**" in note
+    loads_tuned = any(n["type"] == "PoseCrafterLoadTuned" for n in json.loads(path.read_text())["nodes"])
+    makes_tuned = any(n["type"] == "PoseCrafterSaveTuned" for n in json.loads(path.read_text())["nodes"])
+    if loads_tuned or makes_tuned:
+        assert "posecrafter_tuned.safetensors" in note and ("(a)" in note), note
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_each_workflow_has_a_thumbnail(path):
+    """The frontend's template browser shows workflows/NAME.jpg beside a custom node's workflows/NAME.json."""
+    thumbnail = path.with_suffix(".jpg")
+    assert thumbnail.is_file() and thumbnail.read_bytes()[:3] == b"\xff\xd8\xff", thumbnail.name
+
+
+def test_the_tuner_shows_its_real_step_count_and_learning_rate():
+    """Not the 0 = 'paper formula' / 'default' placeholders, which read as literal zeros on the canvas."""
+    api = json.loads((API_DIR / "posecrafter_one_shot.json").read_text())
+    (tuner,) = [n["inputs"] for n in api.values() if n["class_type"] == "PoseCrafterOneShotTuner"]
+    assert (tuner["steps"], tuner["learning_rate"], tuner["update_rule"]) == (100, 0.003, "paper")
+
+
+def test_committed_workflows_are_what_the_generator_writes():
+    """scripts/build_workflows.py writes every workflow and API twin from one description: edit it, not the JSON."""
+    spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "scripts" / "build_workflows.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    for target, data in build.outputs().items():
+        if target.suffix == ".json":
+            assert target.read_bytes() == data, f"{target.relative_to(ROOT)}: run python3 scripts/build_workflows.py"
+
+
+def test_evaluate_workflow_follows_the_papers_protocol():
+    """One clip: tune on frames of its first part, drive with the poses of the rest, and compare the generated
+    frames with those real frames; the report and the plot are shown, the training frames go to CLIP-I."""
+    api = json.loads((API_DIR / "posecrafter_evaluate.json").read_text())
+
+    def only(kind):
+        (node_id,) = [i for i, n in api.items() if n["class_type"] == kind]
+        return node_id, api[node_id]["inputs"]
+
+    def source(inputs, name):
+        return inputs[name][0]
+
+    parts = {api[i]["_meta"]["title"].split(":")[0]: api[i]["inputs"] for i, n in api.items()
+             if n["class_type"] == "ImageFromBatch"}
+    training, evaluation = parts["Training part"], parts["Evaluation part"]
+    assert training["batch_index"] == 0 and evaluation["batch_index"] == training["length"] > 8
+    assert evaluation["length"] == 4096, "the evaluation part runs to the end of the clip"
+    assert source(training, "image") == source(evaluation, "image")
+    evaluation_id = next(i for i, n in api.items() if n["_meta"]["title"].startswith("Evaluation part"))
+    select_id, select = only("PoseCrafterSelectFrames")
+    assert api[source(select, "images")]["_meta"]["title"].startswith("Training part")
+
+    evaluate_id, evaluate = only("PoseCrafterEvaluate")
+    assert api[source(evaluate, "images")]["class_type"] == "VAEDecode"
+    assert source(evaluate, "ground_truth") == evaluation_id and source(evaluate, "training_images") == select_id
+    assert api[source(evaluate, "clip_vision")]["class_type"] == "CLIPVisionLoader"
+    target = api[source(evaluate, "target_pose")]
+    assert target["class_type"] == "PoseCrafterDWPoseExtractor" and source(target["inputs"], "images") == evaluation_id
+    _, inserter = only("PoseCrafterPoseInserter")
+    assert source(inserter, "target_pose") == source(evaluate, "target_pose"), "the video follows the same poses"
+    shown = {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 0]}
+    assert shown == {"PreviewAny"}
+    assert {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 1]} == {"PreviewImage"}

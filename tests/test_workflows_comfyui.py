@@ -1,7 +1,7 @@
 """The bundled workflows in a real ComfyUI: start its main.py --cpu on 127.0.0.1 with this pack as its only
 custom node, check what /object_info says about our nodes and the core nodes the workflows use, that
 missing model files are refused at validation with their folder named, and run the API twins of
-workflows (a)-(d) through POST /prompt.
+workflows (a)-(d) and the evaluation workflow through POST /prompt.
 
 Runs only when COMFYUI_PATH points at a ComfyUI checkout (0.3.64 or newer). Nothing else is needed:
 the test writes everything into a temporary folder that it passes as ComfyUI's --base-directory
@@ -9,6 +9,7 @@ the test writes everything into a temporary folder that it passes as ComfyUI's -
 - full-size SD1.5 files with random weights (tests/sd15_random.py: checkpoint, OpenPose ControlNet,
   VAE; about 3 GB, written in seconds and deleted at the end), named as the workflows name them;
 - the DWPose stand-in ONNX graphs of tests/test_dwpose.py (they find one person in bright frames);
+- a CLIP ViT-L/14 vision file with random weights (about 0.6 GB), for the evaluation workflow's CLIP-I/T;
 - two 64x64 videos of bright noise (4 training frames, 3 driving frames).
 The workflows run at 64x64 with 2 tuning, inversion and sampling steps (about 2-3 minutes on 2 CPU cores).
 
@@ -39,6 +40,7 @@ COMFYUI = os.environ.get("COMFYUI_PATH")
 PYTHON = os.environ.get("COMFYUI_PYTHON", sys.executable)
 SIZE = 64
 TRAINING_FRAMES, DRIVING_FRAMES, FPS = 4, 3, 8
+EVALUATION_SPLIT = 2  # the evaluation workflow tunes on the training video's first 2 frames and generates the rest
 API = ROOT / "workflows" / "api"
 
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run this test")
@@ -72,11 +74,11 @@ def model_file_names():
 
 
 def write_models(models):
-    from tests.sd15_random import write_sd15_files
+    from tests.sd15_random import write_clip_vision_file, write_sd15_files
     from tests.test_dwpose import build_detector, build_pose_model
 
     names = model_file_names()
-    for folder in ("checkpoints", "controlnet", "vae", "dwpose"):
+    for folder in ("checkpoints", "controlnet", "vae", "dwpose", "clip_vision"):
         (models / folder).mkdir(parents=True)
     write_sd15_files(
         models / "checkpoints" / names["checkpoints"],
@@ -85,6 +87,9 @@ def write_models(models):
     )
     build_detector(models / "dwpose" / "yolox_l.onnx")
     build_pose_model(models / "dwpose" / "dw-ll_ucoco_384.onnx")
+    evaluate = json.loads((API / "posecrafter_evaluate.json").read_text())
+    (clip_name,) = [n["inputs"]["clip_name"] for n in evaluate.values() if n["class_type"] == "CLIPVisionLoader"]
+    write_clip_vision_file(models / "clip_vision" / clip_name)
 
 
 def small_prompt(name):
@@ -97,7 +102,11 @@ def small_prompt(name):
         elif node["class_type"] in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
             inputs["steps"] = 2
         elif node["class_type"] == "PoseCrafterSelectFrames":
-            inputs["frames"] = 2  # frames 0 and 2 of the 4
+            inputs["frames"] = 2  # frames 0 and 2 of the 4; in the evaluation workflow the whole training part
+        elif node["class_type"] == "ImageFromBatch" and inputs["batch_index"] == 0:  # the evaluation workflow's
+            inputs["length"] = EVALUATION_SPLIT  # training part: frames 0-1
+        elif node["class_type"] == "ImageFromBatch":
+            inputs["batch_index"] = EVALUATION_SPLIT  # evaluation part: frames 2-3
         if node["class_type"] == "PoseCrafterTemporalSampler" and inputs["context_length"]:
             inputs.update(context_length=3, context_overlap=1)
     return prompt
@@ -231,7 +240,7 @@ def test_pack_loads_and_object_info_matches(comfyui):
 
     loaded = re.search(r"seconds( \(IMPORT FAILED\))?: .*comfyui-posecrafter", log)
     assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
-    assert len([name for name in info if name.startswith("PoseCrafter")]) == 12, log[-6000:]
+    assert len([name for name in info if name.startswith("PoseCrafter")]) == 13, log[-6000:]
     check_object_info(info)
 
 
@@ -282,7 +291,10 @@ def test_workflows_run_in_comfyui(comfyui):
     assert any(text.startswith("reference frame ") and "Video-SIM" in text for text in reports), reports
     # the reports as the frontend shows them, in the Preview as Text nodes; 2 training frames were selected
     shown = {n["_meta"]["title"]: outputs[i]["text"][0] for i, n in prompt.items() if n["class_type"] == "PreviewAny"}
-    assert shown.keys() == {"Reference frame and Video-SIM", "Latent edits per frame"}, shown
+    assert shown.keys() == {"Reference frame and Video-SIM", "Latent edits per frame", "Pose retarget report"}, shown
+    assert shown["Pose retarget report"].strip(), shown
+    (retarget_preview,) = [i for i, n in prompt.items() if n["_meta"]["title"].startswith("Retargeted poses")]
+    assert [image["type"] for image in outputs[retarget_preview]["images"]] == ["temp"] * DRIVING_FRAMES, outputs
     reference = shown["Reference frame and Video-SIM"]
     assert reference.startswith("reference frame ") and " of 2 (" in reference, reference
     assert shown["Latent edits per frame"].strip(), shown
@@ -295,3 +307,37 @@ def test_workflows_run_in_comfyui(comfyui):
         frames, rate = read_video(base / "output" / "posecrafter" / videos[0]["filename"])
         assert len(frames) == DRIVING_FRAMES and frames[0].shape == (SIZE, SIZE, 3), name
         assert rate == FPS, f"{name}: the output keeps the driving video's frame rate"
+
+
+def test_evaluate_workflow_runs_in_comfyui(comfyui):
+    """The paper's protocol on the training video: tune on its first 2 frames, generate the other 2 from their
+    poses, evaluate them against the real ones. CLIP-I/T come from ComfyUI's own CLIP_VISION (encode_image)."""
+    server, _, base, log_path = comfyui
+    script = load_api_script()
+    prompt = small_prompt("posecrafter_evaluate")
+    try:
+        outputs = script.wait(server, script.submit(server, prompt), timeout=900)
+    except SystemExit as failure:
+        pytest.fail(f"posecrafter_evaluate: {failure}\n--- ComfyUI log ---\n{log_path.read_text(errors='replace')[-6000:]}")
+    shown = {n["_meta"]["title"]: outputs[i]["text"][0] for i, n in prompt.items() if n["class_type"] == "PreviewAny"}
+    report = shown["Evaluation report"]
+    generated = TRAINING_FRAMES - EVALUATION_SPLIT
+    assert report.startswith(f"PoseCrafter evaluation of {generated} frames of {SIZE}x{SIZE}."), report
+    for metric in ("MSE-P, pose error", "PSNR (dB", "SSIM (0..1", "CLIP-I (cosine", "CLIP-T (cosine"):
+        assert metric in report, report
+    assert "Skipped" not in report, report
+    clip_i = float(report.split("(identity, clothes, scene): ")[1].split()[0])
+    assert -1.0 <= clip_i <= 1.0, report
+
+    (plot_node,) = [i for i, n in prompt.items() if n["_meta"]["title"] == "Evaluation plot"]
+    (plot,) = outputs[plot_node]["images"]
+    import cv2
+    import numpy as np
+    from urllib.parse import urlencode
+
+    png = urllib.request.urlopen(f"{server}/view?{urlencode(plot)}", timeout=30).read()
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image.shape == (720, 640, 3) and (image < 128).any(), plot
+    videos = [item for ui in outputs.values() for item in ui.get("images", []) if item["filename"].endswith(".mp4")]
+    frames, _ = read_video(base / "output" / "posecrafter" / videos[0]["filename"])
+    assert len(frames) == generated

@@ -1,4 +1,6 @@
 """Tiny diffusers models with SD1.5's structure, built by the tests (no weights are ever downloaded)."""
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -73,3 +75,38 @@ def random_poses(frames, width, height, seed=0):
     rng = np.random.default_rng(seed)
     points = rng.uniform(0.1, 0.9, (frames, NUM_POINTS, 2)) * [width, height]
     return PoseSequence(points, np.ones((frames, NUM_POINTS)), width, height)
+
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def tiny_clip_embedder(seed=0):
+    """A tiny CLIP vision tower with its projection (random weights), as an embed_images callable:
+    IMAGE [B,H,W,3] -> resized to 32x32, CLIP-normalised -> projected image embeddings [B, 16]."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8, projection_dim=16)
+    model = CLIPVisionModelWithProjection(config).eval()
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+    @torch.no_grad()
+    def embed_images(images):
+        pixels = torch.nn.functional.interpolate(images.permute(0, 3, 1, 2), size=(32, 32), mode="bilinear")
+        return model(pixel_values=(pixels - mean) / std).image_embeds
+
+    return embed_images
+
+
+class TinyClipVision:
+    """The tiny CLIP behind the interface of ComfyUI's CLIP_VISION (comfy/clip_vision.py ClipVisionModel):
+    image_mean, and encode_image(IMAGE, crop=True) returning an object whose image_embeds are [B, D]."""
+
+    def __init__(self, image_mean=CLIP_MEAN):
+        self.image_mean = list(image_mean)
+        self._embed = tiny_clip_embedder()
+
+    def encode_image(self, image, crop=True):
+        return SimpleNamespace(image_embeds=self._embed(image))
