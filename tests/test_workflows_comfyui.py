@@ -3,7 +3,7 @@ custom node, check what /object_info says about our nodes and the core nodes the
 missing model files are refused at validation with their folder named, and run the API twins of
 workflows (a)-(d) and the evaluation workflow through POST /prompt.
 
-Runs only when COMFYUI_PATH points at a ComfyUI checkout (0.3.64 or newer). Nothing else is needed:
+Runs only when COMFYUI_PATH points at a ComfyUI checkout (0.8.0 or newer; 0.8.0 and 0.33.0 are tested). Nothing else is needed:
 the test writes everything into a temporary folder that it passes as ComfyUI's --base-directory
 (models, input, output, custom_nodes, user), so neither the checkout nor your models are touched:
 - full-size SD1.5 files with random weights (tests/sd15_random.py: checkpoint, OpenPose ControlNet,
