@@ -170,15 +170,22 @@ class TemporalSampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, context_length=None, context_overlap=None):
-        # Declaring these turns off ComfyUI's own min/max check for them, so it is done here.
-        # Linked (non-widget) values are not known at validation time and arrive as None.
-        if context_length is not None and context_length < 0:
-            return "context_length must be 0 (no windows) or a frame count"
-        if context_overlap is not None and context_overlap < 0:
-            return "context_overlap must be 0 or more"
-        if context_length and context_overlap is not None and context_overlap >= context_length:
-            return f"context_overlap ({context_overlap}) must be smaller than context_length ({context_length})"
+    def VALIDATE_INPUTS(cls, input_types, cfg=None, context_length=None, context_overlap=None):
+        """Refuse at queue time what would fail only after tuning and inversion. Asking for ``input_types`` (the
+        types of the linked inputs) turns off ComfyUI's own link type check, and declaring widgets its min/max
+        check, for this node: both are done here. Linked widget values are unknown here and arrive as None."""
+        declared = {name: spec[0] for group in cls.INPUT_TYPES().values() for name, spec in group.items()}
+        for name, received in input_types.items():
+            if received != declared[name] and "*" not in (received, declared[name]):
+                return f"'{name}' takes {declared[name]}, but a {received} output is connected to it"
+        if cfg is not None:
+            if not 1.0 <= cfg <= 30.0:
+                return f"'cfg' is {cfg}: use 1 to 30"
+            if cfg > 1 and "negative" not in input_types:
+                return ("cfg > 1 needs a 'negative' conditioning: connect a CLIP Text Encode with an empty prompt "
+                        "to 'negative', or set cfg to 1")
+        if context_length is not None and context_overlap is not None:
+            return context_window_problem(context_length, context_overlap) or True
         return True
 
     def sample(self, model, latent, pose, positive, steps, cfg, control_strength, context_length, context_overlap,

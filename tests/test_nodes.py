@@ -275,10 +275,18 @@ def test_validate_inputs_name_the_folders(tmp_path, monkeypatch):
     assert "models/checkpoints" in both and "models/controlnet" in both
 
     sampler = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterTemporalSampler"]
-    assert sampler.VALIDATE_INPUTS(context_length=0, context_overlap=4) is True
-    assert sampler.VALIDATE_INPUTS(context_length=16, context_overlap=4) is True
-    assert "must be smaller than context_length" in sampler.VALIDATE_INPUTS(context_length=4, context_overlap=4)
-    assert sampler.VALIDATE_INPUTS() is True  # linked values are unknown at validation time
+    linked = {"model": "POSECRAFTER_MODEL", "latent": "LATENT", "pose": "POSE_KEYPOINT", "positive": "CONDITIONING"}
+    assert sampler.VALIDATE_INPUTS(linked, cfg=1.0, context_length=0, context_overlap=4) is True
+    assert sampler.VALIDATE_INPUTS(linked, cfg=1.0, context_length=16, context_overlap=4) is True
+    assert "must be smaller than 'context_length'" in sampler.VALIDATE_INPUTS(linked, context_length=4, context_overlap=4)
+    assert sampler.VALIDATE_INPUTS(linked) is True  # linked values are unknown at validation time
+    # cfg > 1 is refused at queue time when nothing is connected to 'negative', before tuning runs
+    assert sampler.VALIDATE_INPUTS(linked, cfg=3.0).startswith("cfg > 1 needs a 'negative' conditioning")
+    assert sampler.VALIDATE_INPUTS({**linked, "negative": "CONDITIONING"}, cfg=3.0) is True
+    assert sampler.VALIDATE_INPUTS(linked, cfg=0.5) == "'cfg' is 0.5: use 1 to 30"  # ComfyUI's range check is ours
+    # asking for input_types turns ComfyUI's link type check off for this node, so it is made here
+    assert sampler.VALIDATE_INPUTS({**linked, "negative": "LATENT"}, cfg=3.0) == (
+        "'negative' takes CONDITIONING, but a LATENT output is connected to it")
 
     dwpose = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterDWPoseExtractor"]
     message = dwpose.VALIDATE_INPUTS(images=None)
@@ -314,7 +322,8 @@ def test_validate_inputs_name_inputs_comfyui_reports_against():
         if not hasattr(cls, "VALIDATE_INPUTS"):
             continue
         spec = cls.INPUT_TYPES()
-        declared = [a for a in inspect.getfullargspec(cls.VALIDATE_INPUTS).args if a != "cls"]
+        # input_types: ComfyUI's extra argument, the types of the linked inputs
+        declared = [a for a in inspect.getfullargspec(cls.VALIDATE_INPUTS).args if a not in ("cls", "input_types")]
         inputs = {**spec.get("required", {}), **spec.get("optional", {})}
         assert declared and set(declared) <= set(inputs), f"{name}.VALIDATE_INPUTS names {declared}"
         assert set(declared) & set(spec["required"]), f"{name}: name a required input, always in the prompt"

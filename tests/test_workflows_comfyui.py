@@ -281,6 +281,28 @@ def test_missing_models_are_refused_before_anything_runs(comfyui):
         script.submit(server, prompt)
 
 
+def test_cfg_without_a_negative_prompt_is_refused_when_queued(comfyui):
+    """The Temporal Sampler's VALIDATE_INPUTS (with input_types) refuses cfg > 1 with nothing on 'negative'
+    when the prompt is queued: ComfyUI answers 400 and queues nothing, instead of failing after inversion."""
+    server, _, _, _ = comfyui
+    script = load_api_script()
+    prompt = small_prompt("posecrafter_attribute_edit")
+    (save,) = [i for i, n in prompt.items() if n["class_type"] == "SaveVideo"]
+    needed, todo = set(), [save]
+    while todo:  # only the video's branch, so no other output node is left to run
+        node = todo.pop()
+        needed.add(node)
+        todo += [v[0] for v in prompt[node]["inputs"].values() if isinstance(v, list) and v[0] not in needed]
+    prompt = {i: n for i, n in prompt.items() if i in needed}
+    (sampler,) = [i for i, n in prompt.items() if n["class_type"] == "PoseCrafterTemporalSampler"]
+    assert prompt[sampler]["inputs"]["cfg"] > 1
+    del prompt[sampler]["inputs"]["negative"]
+    with pytest.raises(SystemExit, match=r"(?s)refused the workflow \(400\).*cfg > 1 needs a 'negative' conditioning"):
+        script.submit(server, prompt)
+    queue = json.loads(urllib.request.urlopen(f"{server}/queue", timeout=10).read())
+    assert queue["queue_running"] == [] and queue["queue_pending"] == []
+
+
 def test_workflows_run_in_comfyui(comfyui):
     server, _, base, log_path = comfyui
     script = load_api_script()
