@@ -329,13 +329,18 @@ def comfyui_server(server, comfyui, python, comfyui_args, log_path, start_timeou
         print(f"ComfyUI is up at {server}", flush=True)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         print("stopped the ComfyUI this script started", flush=True)
+
+
+def stop(process):
+    """End a server process: terminate, then kill it if it is still running after 30 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def fetch_outputs(server, outputs, out_dir):

@@ -207,11 +207,7 @@ def comfyui(tmp_path_factory):
                 time.sleep(1)
         yield server, info, base, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        load_api_script().stop(process)
         log.close()
         shutil.rmtree(base / "models", ignore_errors=True)  # the 3 GB of random weights
 
