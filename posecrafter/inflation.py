@@ -1,10 +1,11 @@
 """Inflating the SD1.5 UNet and ControlNet for video (spec 1), as ControlVideo does.
 
-- key-frame attention in every transformer block of both models (spec 1.2, 1.4);
+- key-frame attention in every transformer block of both models (spec 1.2, 1.4), and prompt attention that
+  projects the prompt once per video;
 - temporal attention in the 15 UNet transformer blocks outside the mid block (spec 1.3);
 - ResNet-block GroupNorms (and the UNet's final norm) with statistics over all frames of a video (spec 1.1).
 
-Everything else (convs, cross-attention, the transformer's own input norm) runs per frame on the
+Everything else (convs, the transformer's own input norm) runs per frame on the
 ``(B*F, ...)`` batch. The models are changed in place; their state-dict names stay diffusers' own, plus
 ControlVideo's ``attn_temp`` / ``conv_temp`` inside each temporal block.
 """
@@ -18,7 +19,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from einops import rearrange
 from torch import nn
 
-from .attention import FrameLayout, add_temporal_attention, use_key_frame_attention
+from .attention import FrameLayout, add_temporal_attention, use_video_attention
 
 # Spec 2.1: ControlVideo's trainable set, by parameter-name fragment, in both the UNet and the ControlNet.
 TRAINABLE_NAME_PARTS = (".attn1.to_out.", ".attn_temp.", ".conv_temp.")
@@ -54,7 +55,7 @@ def _transformer_blocks(model: nn.Module, exclude: nn.Module | None = None):
 def inflate_unet(unet: UNet2DConditionModel, layout: FrameLayout) -> None:
     """Key-frame attention everywhere, temporal attention outside the mid block, frame-joint ResNet norms."""
     for block in _transformer_blocks(unet):
-        use_key_frame_attention(block, layout)
+        use_video_attention(block, layout)
     for block in _transformer_blocks(unet, exclude=unet.mid_block):
         add_temporal_attention(block, layout)
     _joint_resnet_norms(unet, layout)
@@ -64,7 +65,7 @@ def inflate_unet(unet: UNet2DConditionModel, layout: FrameLayout) -> None:
 def inflate_controlnet(controlnet: ControlNetModel, layout: FrameLayout) -> None:
     """Key-frame attention in every block and frame-joint ResNet norms; no temporal attention (spec 1.4)."""
     for block in _transformer_blocks(controlnet):
-        use_key_frame_attention(block, layout)
+        use_video_attention(block, layout)
     _joint_resnet_norms(controlnet, layout)
 
 

@@ -108,7 +108,7 @@ class PoseCrafterModel(nn.Module):
         self.layout.key_index = key_index
         dtype = self.dtype
         latents = latents.to(dtype)
-        text = prompt_embeds.to(dtype).repeat_interleave(num_frames, dim=0)
+        text = prompt_embeds.to(dtype)  # one per video: the attention processors share it across its frames
         # fp32 weights leave autocast as the caller set it (the tuner's fp16 autocast on a GPU).
         half = torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         with half:

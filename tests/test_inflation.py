@@ -8,7 +8,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention
 from diffusers.models.resnet import ResnetBlock2D
 
-from posecrafter.attention import FrameLayout, KeyFrameAttnProcessor
+from posecrafter.attention import FrameLayout, KeyFrameAttnProcessor, PromptAttnProcessor, TemporalAttnProcessor
 from posecrafter.inflation import FrameJointGroupNorm, is_added_name
 from posecrafter.loading import OPENPOSE_CONTROLNET_CONFIG, SD15_UNET_CONFIG
 from posecrafter.model import PoseCrafterModel, to_model_space
@@ -50,6 +50,31 @@ def test_key_frame_attention_uses_only_the_key_frames_keys_and_values(key_index)
                 expected.append(attn.to_out[0]((weights @ v).transpose(0, 1).reshape(tokens, 32)))
         expected = torch.stack(expected)
     assert (ours - expected).abs().max() <= 1e-5
+
+
+def test_prompt_attention_is_stock_cross_attention_frame_by_frame():
+    torch.manual_seed(2)
+    attn = Attention(query_dim=32, cross_attention_dim=12, heads=4, dim_head=8, bias=False, out_bias=True).eval()
+    videos, frames, tokens = 2, 3, 6
+    x, prompts = torch.randn(videos * frames, tokens, 32), torch.randn(videos, 7, 12)  # a prompt per video
+    with torch.no_grad():
+        stock = attn(x, encoder_hidden_states=prompts.repeat_interleave(frames, dim=0))
+        attn.set_processor(PromptAttnProcessor(FrameLayout(num_frames=frames)))
+        ours = attn(x, encoder_hidden_states=prompts)
+    assert (ours - stock).abs().max() <= 1e-5
+
+
+def test_temporal_attention_is_stock_self_attention_along_each_positions_frames():
+    attn = _attention(seed=1)
+    videos, frames, tokens = 2, 5, 6
+    x = torch.randn(videos * frames, tokens, 32)
+    with torch.no_grad():
+        # the reference: each spatial position's frames as one sequence, through diffusers' own processor
+        sequences = x.view(videos, frames, tokens, 32).transpose(1, 2).reshape(videos * tokens, frames, 32)
+        stock = attn(sequences).view(videos, tokens, frames, 32).transpose(1, 2).reshape(videos * frames, tokens, 32)
+        attn.set_processor(TemporalAttnProcessor(FrameLayout(num_frames=frames)))
+        ours = attn(x)
+    assert (ours - stock).abs().max() <= 1e-5
 
 
 def test_frame_joint_group_norm_matches_direct_statistics_over_frames():
