@@ -357,7 +357,7 @@ def main(argv=None):
     tune_steps = args.tune_steps or (10 if gpu else 2)
     if not gpu:
         torch.set_flush_denormal(True)
-    ratio_frames = 16 if gpu else 4
+    ratio_frames = args.context_length  # one window: the batch the sampler runs on long videos
     out = args.out or Path(__file__).parent / "results" / f"{device.type}.json"
 
     report = Report(out, out.with_suffix(".md"), args.parts, device=device_name(device),

@@ -11,7 +11,8 @@ the test writes everything into a temporary folder that it passes as ComfyUI's -
 - the DWPose stand-in ONNX graphs of tests/test_dwpose.py (they find one person in bright frames);
 - a CLIP ViT-L/14 vision file with random weights (about 0.6 GB), for the evaluation workflow's CLIP-I/T;
 - two 64x64 videos of bright noise (4 training frames, 3 driving frames).
-The workflows run at 64x64 with 2 tuning, inversion and sampling steps (about 2-3 minutes on 2 CPU cores).
+The workflows run at 64x64 with 2 tuning, inversion and sampling steps (about 2 minutes on 2 CPU cores), and the
+last test checks the peak memory of ComfyUI and pytest together (at most 10 GB).
 
     COMFYUI_PATH=/path/to/ComfyUI python3 -m pytest -q tests/test_workflows_comfyui.py
 
@@ -42,6 +43,10 @@ SIZE = 64
 TRAINING_FRAMES, DRIVING_FRAMES, FPS = 4, 3, 8
 EVALUATION_SPLIT = 2  # the evaluation workflow tunes on the training video's first 2 frames and generates the rest
 API = ROOT / "workflows" / "api"
+# ComfyUI's own options for every server the tests start. --bf16-unet: CheckpointLoaderSimple's UNet (the
+# workflows use its CLIP and VAE; the pack samples with its own UNet) is kept in bf16, not in fp32 as on a CPU.
+SERVER_OPTIONS = ["--cpu", "--bf16-unet", "--database-url", "sqlite:///:memory:"]
+MAX_MEMORY_GB = 10  # peak resident memory of the ComfyUI server and of this pytest process together
 
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run this test")
 
@@ -74,6 +79,13 @@ def model_file_names():
 
 
 def write_models(models):
+    """Write the model files in a child process, so the state dicts it builds (2-3 GB) do not stay in the
+    memory of this pytest process while ComfyUI runs."""
+    code = "import sys, pathlib, tests.test_workflows_comfyui as t; t.write_models_here(pathlib.Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, str(models)], cwd=ROOT, check=True)
+
+
+def write_models_here(models):
     from tests.sd15_random import write_clip_vision_file, write_sd15_files
     from tests.test_dwpose import build_detector, build_pose_model
 
@@ -93,10 +105,17 @@ def write_models(models):
 
 
 def small_prompt(name):
-    """An API twin at 64x64 with 2 steps everywhere (and windows that fit 3 driving frames)."""
+    """An API twin at 64x64 with 2 steps everywhere (and windows that fit 3 driving frames). To fit in
+    MAX_MEMORY_GB, the pack's model is loaded in bf16 and tuned with the "clean" rule: fp32 weights plus the
+    "paper" rule's fp32 gradient buffer for every frozen weight would take about 10 GB on their own. Both rules
+    and every precision are tested on tiny models by the pack's own suite."""
     prompt = json.loads((API / f"{name}.json").read_text())
     for node in prompt.values():
         inputs = node["inputs"]
+        if node["class_type"] == "PoseCrafterModelLoader":
+            inputs["dtype"] = "bf16"
+        elif node["class_type"] == "PoseCrafterOneShotTuner":
+            inputs["update_rule"] = "clean"
         if node["class_type"] == "ImageScale":
             inputs.update(width=SIZE, height=SIZE)
         elif node["class_type"] in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
@@ -187,8 +206,8 @@ def comfyui(tmp_path_factory):
     log_path = base / "comfyui.log"
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-         "--database-url", "sqlite:///:memory:", "--preview-method", "latent2rgb"],  # the sampler's previews run too
+        [PYTHON, "main.py", *SERVER_OPTIONS, "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+         str(base), "--preview-method", "latent2rgb"],  # the sampler's previews run too
         cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT,
     )
 
@@ -205,7 +224,7 @@ def comfyui(tmp_path_factory):
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail("ComfyUI did not start:\n" + tail())
                 time.sleep(1)
-        yield server, info, base, log_path
+        yield server, info, base, log_path, process
     finally:
         load_api_script().stop(process)
         log.close()
@@ -233,7 +252,7 @@ def test_script_starts_comfyui_makes_the_video_and_stops_it(tmp_path):
             str(API / "posecrafter_one_shot.json"), "--comfyui", COMFYUI, "--python", PYTHON, "--server", server,
             "--training-video", str(training), "--driving-video", str(driving), "--out", str(out),
             *[arg for setting in settings for arg in ("--set", setting)],
-            "--", "--cpu", "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
+            "--", *SERVER_OPTIONS, "--base-directory", str(base),
         ])
     finally:
         shutil.rmtree(base / "models", ignore_errors=True)
@@ -247,7 +266,7 @@ def test_script_starts_comfyui_makes_the_video_and_stops_it(tmp_path):
 
 
 def test_pack_loads_and_object_info_matches(comfyui):
-    server, info, base, log_path = comfyui
+    server, info, base, log_path, _ = comfyui
     log = log_path.read_text(errors="replace")
     import re
 
@@ -261,7 +280,7 @@ def test_missing_models_are_refused_before_anything_runs(comfyui):
     """VALIDATE_INPUTS in a real ComfyUI: a missing file is named with its folder before any node runs.
     ComfyUI answers 400 when no output node is left valid, else 200 with node_errors (the script then
     cancels the partial run)."""
-    server, _, base, _ = comfyui
+    server, _, base, _, _ = comfyui
     script = load_api_script()
     dwpose, hidden = base / "models" / "dwpose", base / "models" / "dwpose_hidden"
     dwpose.rename(hidden)
@@ -280,7 +299,7 @@ def test_missing_models_are_refused_before_anything_runs(comfyui):
 def test_cfg_without_a_negative_prompt_is_refused_when_queued(comfyui):
     """The Temporal Sampler's VALIDATE_INPUTS (with input_types) refuses cfg > 1 with nothing on 'negative'
     when the prompt is queued: ComfyUI answers 400 and queues nothing, instead of failing after inversion."""
-    server, _, _, _ = comfyui
+    server, _, _, _, _ = comfyui
     script = load_api_script()
     prompt = small_prompt("posecrafter_attribute_edit")
     (save,) = [i for i, n in prompt.items() if n["class_type"] == "SaveVideo"]
@@ -300,7 +319,7 @@ def test_cfg_without_a_negative_prompt_is_refused_when_queued(comfyui):
 
 
 def test_workflows_run_in_comfyui(comfyui):
-    server, _, base, log_path = comfyui
+    server, _, base, log_path, _ = comfyui
     script = load_api_script()
 
     def tail():
@@ -347,7 +366,7 @@ def test_workflows_run_in_comfyui(comfyui):
 def test_evaluate_workflow_runs_in_comfyui(comfyui):
     """The paper's protocol on the training video: tune on its first 2 frames, generate the other 2 from their
     poses, evaluate them against the real ones. CLIP-I/T come from ComfyUI's own CLIP_VISION (encode_image)."""
-    server, _, base, log_path = comfyui
+    server, _, base, log_path, _ = comfyui
     script = load_api_script()
     prompt = small_prompt("posecrafter_evaluate")
     try:
@@ -376,3 +395,23 @@ def test_evaluate_workflow_runs_in_comfyui(comfyui):
     videos = [item for ui in outputs.values() for item in ui.get("images", []) if item["filename"].endswith(".mp4")]
     frames, _ = read_video(base / "output" / "posecrafter" / videos[0]["filename"])
     assert len(frames) == generated
+
+
+def test_peak_memory_of_comfyui_and_pytest(comfyui):
+    """Defined last, so every workflow has run: the peak resident memory of each ComfyUI server the tests
+    started (this module's, and the one the script started and stopped) plus this pytest process's own."""
+    *_, process = comfyui
+    status = Path(f"/proc/{process.pid}/status")
+    if not status.is_file():
+        pytest.skip("the peak is read from /proc (Linux)")
+    import re
+    import resource
+
+    gib = 2**30
+    server = int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) * 1024 / gib
+    script_server = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / gib  # the largest child ended
+    tests = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / gib
+    peak = max(server, script_server) + tests
+    print(f"peak resident memory: ComfyUI {server:.2f} GB (the script's ComfyUI {script_server:.2f} GB), "
+          f"pytest {tests:.2f} GB, together at most {peak:.2f} GB")
+    assert peak <= MAX_MEMORY_GB, f"ComfyUI {server:.2f} GB / {script_server:.2f} GB + pytest {tests:.2f} GB"
