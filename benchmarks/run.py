@@ -230,7 +230,9 @@ def sampling_run(model, frames, size, steps, device, context_length, context_ove
 
 def memory_in_video_length(model, frame_counts, size, device, context_length, context_overlap):
     """Peak memory of one windowed sampling step for each video length M (+ the reference), and the slope of
-    a straight line through them in KB per frame: what grows with the video once the windows bound the rest."""
+    a straight line through them in KB per frame: what grows with the video once the windows bound the rest.
+    One unmeasured run first, so one-time allocations (buffers, caches) do not count as growth."""
+    sampling_run(model, frame_counts[0] + 1, size, 1, device, context_length, context_overlap)
     runs = [sampling_run(model, m + 1, size, 1, device, context_length, context_overlap) for m in frame_counts]
     slope = np.polyfit([r["frames"] for r in runs], [r["peak_memory_gb"] * 2**30 for r in runs], 1)[0]
     return {"runs": runs, "slope_kb_per_frame": slope / 1024,

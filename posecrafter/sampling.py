@@ -124,7 +124,8 @@ def sample(model: PoseCrafterModel, latents: torch.Tensor, pose_images: torch.Te
                 model, x[window], timestep, pose_images[window].to(device), prompt_embeds, negative_embeds,
                 guidance_scale, controlnet_scale, window.index(key_index),
             )
-        step = scheduler.step(noise / coverage, timestep, x)
+        noise /= coverage  # in place: one latent-sized buffer fewer per frame
+        step = scheduler.step(noise, timestep, x)
         x = step.prev_sample
         if callback is not None:
             callback(step_index + 1, steps, to_latent_space(step.pred_original_sample))
