@@ -8,6 +8,7 @@ from . import _comfy
 from .common import CATEGORY
 
 PREVIEW_HEIGHT = 256
+PREVIEW_FRAMES = 32  # at most: a preview, so a long video's costs no memory or PNG writes per frame
 TRAINING_DIMMING = 0.35
 
 
@@ -22,8 +23,8 @@ class PoseRetarget:
     RETURN_NAMES = ("pose", "preview", "report")
     OUTPUT_TOOLTIPS = (
         "The retargeted poses, one per target frame, on the training canvas (mode off: the target poses).",
-        "Per frame: the target pose (left) and the retargeted pose over the training person's first pose, dimmed "
-        "(right).",
+        f"Up to {PREVIEW_FRAMES} frames, evenly spaced from the first to the last: the target pose (left) and the "
+        "retargeted pose over the training person's first pose, dimmed (right).",
         "Scales, bone ratios, the fallbacks used for bones seen in only one video, and empty frames.",
     )
     FUNCTION = "retarget"
@@ -56,16 +57,23 @@ class PoseRetarget:
         }
 
 
+def preview_frames(count):
+    """The frames the preview shows: all of a short video, else PREVIEW_FRAMES evenly spaced, first and last
+    included."""
+    return np.unique(np.linspace(0, count - 1, min(count, PREVIEW_FRAMES)).round().astype(int)).tolist()
+
+
 def retarget_preview(driving, retargeted, training):
-    """IMAGE [F, PREVIEW_HEIGHT, W, 3]: each driving pose beside its retargeted pose, which is drawn over the
-    training person's first pose (dimmed); each panel keeps its canvas's aspect ratio."""
+    """IMAGE [n, PREVIEW_HEIGHT, W, 3] for the frames of :func:`preview_frames`: each driving pose beside its
+    retargeted pose, which is drawn over the training person's first pose (dimmed); each panel keeps its
+    canvas's aspect ratio."""
     def width(poses):
         return max(1, round(PREVIEW_HEIGHT * poses.canvas_width / poses.canvas_height))
 
     first_person = next(f for f in range(len(training)) if f not in set(training.empty_frames))
     backdrop = skeleton.render_skeleton(training, first_person, width(retargeted), PREVIEW_HEIGHT) * TRAINING_DIMMING
     frames = []
-    for f in range(len(driving)):
+    for f in preview_frames(len(driving)):
         left = skeleton.render_skeleton(driving, f, width(driving), PREVIEW_HEIGHT)
         drawn = skeleton.render_skeleton(retargeted, f, width(retargeted), PREVIEW_HEIGHT)
         right = np.where(drawn.any(axis=-1, keepdims=True), drawn, backdrop.astype(np.uint8))

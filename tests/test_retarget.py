@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from posecrafter.pose import FACE, FEET, LEFT_HAND, NUM_POINTS, RIGHT_HAND, PoseSequence, from_pose_keypoint, to_pose_keypoint
 from posecrafter.retarget import ANCHORS, BONES, MODES, bone_name, retarget_poses, smooth_keypoints
@@ -347,6 +348,22 @@ def test_node_outputs_the_engine_result_a_preview_and_the_report():
     assert preview.shape == (FRAMES, 256, 455 + 256, 3)
     assert float(preview.min()) >= 0 and float(preview.max()) <= 1
     assert float(preview[0, :, 455:].max()) > 0  # the retargeted skeleton is drawn
+
+
+def test_node_preview_of_a_long_video_shows_evenly_spaced_frames_first_and_last_included():
+    training, driving = training_person(), driving_person()
+    long_driving = replace(driving, points=np.concatenate([driving.points] * 20), scores=np.concatenate([driving.scores] * 20))
+    frames = len(long_driving)
+    _, preview, _ = node().retarget(to_pose_keypoint(long_driving), to_pose_keypoint(training), "off", "auto",
+                                    0.0)["result"]
+    assert frames > 32 and preview.shape[0] == 32
+    pack = load_pack()
+    shown = pack.nodes.retarget_nodes.preview_frames(frames)
+    assert shown[0] == 0 and shown[-1] == frames - 1 and len(set(shown)) == 32
+    assert max(np.diff(shown)) - min(np.diff(shown)) <= 1  # evenly spaced
+    _, short, _ = node().retarget(to_pose_keypoint(driving), to_pose_keypoint(training), "off", "auto", 0.0)["result"]
+    for i, frame in enumerate(shown):  # each panel is the frame it says it is
+        assert torch.equal(preview[i], short[frame % FRAMES])
 
 
 def test_node_errors_name_the_input():
