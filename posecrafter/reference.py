@@ -27,7 +27,20 @@ DISTANCES = ("visible", "paper")
 FAR = 0.05
 # Where body, face, left hand and right hand start among the 128 matched points.
 _PART_STARTS = np.cumsum([0] + [part.stop - part.start for part in (BODY, FACE, LEFT_HAND)])
-_TARGET_CHUNK = 64  # target poses per step of the "visible" distance: bounded memory for long videos
+_TARGET_CHUNK = 64  # target poses per step of a distance computation: bounded memory for long videos
+
+
+def _target_chunks(count: int):
+    return (slice(start, start + _TARGET_CHUNK) for start in range(0, count, _TARGET_CHUNK))
+
+
+def _paper_distances(training: np.ndarray, target: np.ndarray, squared: bool) -> np.ndarray:
+    """[N, M] L2 (or squared L2) between pose vectors, target chunk by target chunk."""
+    distances = np.empty((len(training), len(target)))
+    for chunk in _target_chunks(len(target)):
+        apart = training[:, None] - target[None, chunk]
+        distances[:, chunk] = (apart**2).sum(axis=-1) if squared else np.linalg.norm(apart, axis=-1)
+    return distances
 
 
 def pose_distances(training_poses: PoseSequence, target_poses: PoseSequence, distance: str = "visible") -> np.ndarray:
@@ -45,13 +58,12 @@ def pose_distances(training_poses: PoseSequence, target_poses: PoseSequence, dis
     _check_distance(distance)
     training, target = _checked_vectors(training_poses, target_poses)
     if distance == "paper":
-        return np.linalg.norm(training[:, None, :] - target[None, :, :], axis=-1)
+        return _paper_distances(training, target, squared=False)
     training_visible = training_poses.visible[:, _MATCHED_POINTS]
     target_visible = target_poses.visible[:, _MATCHED_POINTS]
     training, target = training.reshape(len(training), -1, 2), target.reshape(len(target), -1, 2)
     distances = np.empty((len(training), len(target)))
-    for start in range(0, len(target), _TARGET_CHUNK):
-        chunk = slice(start, start + _TARGET_CHUNK)
+    for chunk in _target_chunks(len(target)):
         apart = np.linalg.norm(training[:, None] - target[None, chunk], axis=-1)  # [N, m, 128]
         both = training_visible[:, None] & target_visible[None, chunk]
         either = training_visible[:, None] | target_visible[None, chunk]
@@ -97,8 +109,7 @@ def squared_pose_distances(
     """[M, N] d(p'_l, p_i)^2 of Video-SIM, inf for training frames where nobody was detected."""
     _check_distance(distance)
     if distance == "paper":
-        training, target = _checked_vectors(training_poses, target_poses)
-        squared = ((target[:, None, :] - training[None, :, :]) ** 2).sum(axis=-1)
+        squared = _paper_distances(*_checked_vectors(training_poses, target_poses), squared=True).T
     else:
         squared = pose_distances(training_poses, target_poses, distance).T ** 2
     squared[:, training_poses.empty_frames] = np.inf
