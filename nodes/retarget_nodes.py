@@ -8,7 +8,7 @@ from . import _comfy
 from .common import CATEGORY
 
 PREVIEW_HEIGHT = 256
-PREVIEW_FRAMES = 32  # at most: a preview, so a long video's costs no memory or PNG writes per frame
+PREVIEW_FRAMES = 32  # at most: a long video's preview costs no more memory or PNG writes than 32 frames
 TRAINING_DIMMING = 0.35
 
 

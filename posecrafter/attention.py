@@ -135,10 +135,10 @@ def use_video_attention(block: BasicTransformerBlock, layout: FrameLayout) -> No
     """Key-frame attention for the block's self-attention (attn1) and per-video prompt attention for its
     cross-attention (attn2)."""
     attn1, attn2 = block.attn1, block.attn2
-    for attn in (attn1, attn2):
-        if attn.norm_q is not None or attn.residual_connection or attn.group_norm is not None:
-            raise ValueError("video attention expects SD1.5-style transformer blocks; this model differs")
-    if attn1.is_cross_attention or not attn2.is_cross_attention:
-        raise ValueError("video attention expects SD1.5-style transformer blocks; this model differs")
+    plain = attn2 is not None and all(
+        a.norm_q is None and not a.residual_connection and a.group_norm is None for a in (attn1, attn2))
+    if not plain or attn1.is_cross_attention or not attn2.is_cross_attention:
+        raise ValueError("video attention expects SD1.5-style transformer blocks (self- then cross-attention); "
+                         "this model differs: load an SD1.5 checkpoint")
     attn1.set_processor(KeyFrameAttnProcessor(layout))
     attn2.set_processor(PromptAttnProcessor(layout))
