@@ -123,7 +123,10 @@ class Evaluate:
             with torch.no_grad():
                 clip = metrics.clip_consistency(embed_images, generated, training_images)
 
-        report = format_report(generated, pose_error, found.missing_frames, psnr, ssim, clip, reference_note,
+        notes = [reference_note] if reference_note else []
+        if ground_truth is not None and training_images is not None:
+            notes += overlap_note(ground_truth, training_images)
+        report = format_report(generated, pose_error, found.missing_frames, psnr, ssim, clip, notes,
                                training_images is not None)
         _comfy.log.info("PoseCrafter evaluation:\n%s", report.split("\n\nPer frame")[0])  # the table stays in the report
         plot = evaluation_image(
@@ -148,12 +151,27 @@ def _worst(values, highest_is_worst):
     return ordered[:WORST_FRAMES]
 
 
-def format_report(generated, pose_error, no_person, psnr, ssim, clip, reference_note, has_training):
-    """The Evaluate node's text: summary with meanings, worst frames, skipped metrics, per-frame table."""
+def overlap_note(ground_truth, training_images):
+    """A warning naming the ground-truth frames that are exactly frames the model was tuned on (the evaluation
+    part overlapping the training part), or nothing."""
+    if ground_truth.shape[1:] != training_images.shape[1:]:
+        return []
+    training_sums = training_images.double().sum(dim=(1, 2, 3))  # a cheap first test; equality decides
+    seen = [f for f, frame in enumerate(ground_truth)
+            if any(torch.equal(frame, training_images[t])
+                   for t in torch.nonzero(torch.isclose(training_sums, frame.double().sum())).flatten())]
+    if not seen:
+        return []
+    return [f"Warning: ground-truth frame(s) {_frames_text(seen)} are frames the model was tuned on, so PSNR and SSIM "
+            "there measure how well it reproduces its training data: evaluate on frames outside the training part "
+            "(a clip shorter than the split point makes ImageFromBatch return its last frames)."]
+
+
+def format_report(generated, pose_error, no_person, psnr, ssim, clip, notes, has_training):
+    """The Evaluate node's text: summary with meanings, worst frames, skipped metrics, per-frame table;
+    ``notes`` (lines) follow the first line."""
     frames = generated.shape[0]
-    lines = [f"PoseCrafter evaluation of {_size(generated)}."]
-    if reference_note:
-        lines.append(reference_note)
+    lines = [f"PoseCrafter evaluation of {_size(generated)}.", *notes]
     lines.append("Numbers compare only between runs at the same frame size and frame count.")
     lines += [
         "",

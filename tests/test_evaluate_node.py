@@ -129,6 +129,20 @@ def test_psnr_ssim_and_clip_of_the_node_are_the_engines(dwpose_models):
     assert "CLIP-I" not in table(without_training) and "CLIP-T" in table(without_training)
 
 
+def test_ground_truth_frames_the_model_was_tuned_on_are_named_in_the_report(dwpose_models):
+    frames = generated_frames()
+    target = to_pose_keypoint(target_poses(DWPoseExtractor([dwpose_models]).extract(frames).poses))
+    ground_truth = (frames * 0.9).clamp(0, 1)
+    other = torch.rand(3, FRAME_H, FRAME_W, 3, generator=torch.Generator().manual_seed(2))
+    same_sum = ground_truth[4].flip(0)  # the same pixel sum as ground-truth frame 4, not the same frame
+    disjoint, _ = evaluate(frames, target, ground_truth, torch.cat([other, same_sum[None]]))
+    assert "Warning" not in disjoint
+    overlapping, _ = evaluate(frames, target, ground_truth, torch.cat([other, ground_truth[[4, 1]]]))
+    first_lines = overlapping.splitlines()[:3]
+    assert any(line.startswith("Warning: ground-truth frame(s) 1, 4 are frames the model was tuned on")
+               for line in first_lines), first_lines
+
+
 def test_bad_inputs_name_the_input_and_the_fix(dwpose_models):
     frames = generated_frames()
     target = to_pose_keypoint(target_poses(DWPoseExtractor([dwpose_models]).extract(frames).poses))
