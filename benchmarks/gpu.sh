@@ -11,6 +11,8 @@
 #                                              # checks that the script works (seconds to a minute), not speed
 #
 # OUTDIR defaults to benchmarks/results. gpu.md is the table for README "Performance"; gpu.log the full output.
+# With COMFYUI_PATH set to a ComfyUI checkout (and PYTHON to a Python with its requirements), ComfyUI's core
+# path joins the per frame-step comparison (run.py --comfyui), as on the CPU.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -36,6 +38,9 @@ else
     # is the slowest and least certain part).
     options=(--device cuda --dtype fp16 --size 512 --steps 10 --frames 16 64 100 --memory-frames 16 100 1000
              --tune-steps 10 --channels-last --compile)
+    if [ -n "${COMFYUI_PATH:-}" ]; then
+        options+=(--comfyui "$COMFYUI_PATH")
+    fi
     limit=480
 fi
 
