@@ -68,7 +68,12 @@ class PromptAttnProcessor:
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask=None, temb=None) -> torch.Tensor:
-        return attend_per_video(attn, hidden_states, encoder_hidden_states, self.layout.num_frames)
+        frames = self.layout.num_frames
+        if encoder_hidden_states.shape[0] * frames != hidden_states.shape[0]:
+            raise ValueError(
+                f"prompt embeddings for {encoder_hidden_states.shape[0]} videos but {hidden_states.shape[0]} frames "
+                f"of {frames}-frame videos: pass one prompt embedding per video, not one per frame")
+        return attend_per_video(attn, hidden_states, encoder_hidden_states, frames)
 
 
 class TemporalAttnProcessor:

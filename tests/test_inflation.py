@@ -61,6 +61,8 @@ def test_prompt_attention_is_stock_cross_attention_frame_by_frame():
         stock = attn(x, encoder_hidden_states=prompts.repeat_interleave(frames, dim=0))
         attn.set_processor(PromptAttnProcessor(FrameLayout(num_frames=frames)))
         ours = attn(x, encoder_hidden_states=prompts)
+        with pytest.raises(ValueError, match="one prompt embedding per video, not one per frame"):
+            attn(x, encoder_hidden_states=prompts.repeat_interleave(frames, dim=0))
     assert (ours - stock).abs().max() <= 1e-5
 
 
