@@ -406,80 +406,80 @@ def _failed(part) -> str | None:
     return part.get("error") if isinstance(part, dict) else None
 
 
+def _per_frame_step_lines(ratio, report):
+    lines = ["| per frame and step, guidance 1 | seconds |", "|---|---|",
+             f"| diffusers StableDiffusionControlNetPipeline ({ratio['frames']} images) | {ratio['diffusers_pipeline_s']:.4f} |",
+             f"| PoseCrafter sampler ({ratio['frames']} frames) | {ratio['posecrafter_s']:.4f} |"]
+    if "comfyui_core_s" in ratio:
+        lines += [f"| ComfyUI core KSampler + ControlNet ({ratio['frames']} images; {ratio['comfyui_attention']}, "
+                  f"{ratio['comfyui_dtype']}) | {ratio['comfyui_core_s']:.4f} |"]
+    lines += [f"| ratio PoseCrafter / diffusers | {ratio['ratio']:.3f} |"]
+    if "ratio_comfyui" in ratio:
+        lines += [f"| ratio PoseCrafter / ComfyUI core | {ratio['ratio_comfyui']:.3f} |"]
+    else:
+        lines += [f"| ratio PoseCrafter / ComfyUI core | not run ({report.get('comfyui')}) |"]
+    return lines
+
+
+def _memory_lines(memory, report):
+    context = report["context"]
+    return [f"| memory in video length: M (+ reference), windows {context[0]}/{context[1]}, 1 step | "
+            "peak memory GB |", "|---|---|",
+            *[f"| {r['frames'] - 1} | {r['peak_memory_gb']:.3f} |" for r in memory["runs"]],
+            "", f"Slope: {memory['slope_kb_per_frame']:.0f} KB per frame (the latents alone: "
+            f"{memory['latents_kb_per_frame']:.0f} KB per frame at this size, fp32)."]
+
+
+def _sampling_lines(sampling, report):
+    return ["| sampling: frames (M + reference) | windows | s / step | 50 steps (extrapolated) | peak memory GB |",
+            "|---|---|---|---|---|",
+            *[f"| {r['frames']} | {'yes' if r['windows'] else 'no'} | {r['seconds_per_step']:.3f} | "
+              f"{50 * r['seconds_per_step']:.1f} | {r['peak_memory_gb']:.2f} |" for r in sampling]]
+
+
+def _tuning_lines(tuning, report):
+    return [f"| tuning, 8-frame clips, {report['dtype']} frozen weights | s / step | peak memory GB |", "|---|---|---|",
+            *[f"| \"{r['update_rule']}\" rule, {'with' if r['gradient_checkpointing'] else 'without'} "
+              f"gradient checkpointing | {r['seconds_per_step']:.3f} | {r['peak_memory_gb']:.2f} |" for r in tuning]]
+
+
+def _precision_lines(precision, report):
+    return ["| noise prediction vs fp32 (relative to its std) | max | mean |", "|---|---|---|",
+            *[f"| {name} | {r['max_abs']:.2e} | {r['mean_abs']:.2e} |" for name, r in precision.items()]]
+
+
+def _variant_lines(variants, report):
+    lines = [f"| our sampler, {variants['frames']} frames, per frame and step | seconds | ratio to default |",
+             "|---|---|---|"]
+    labels = {"default": "default layout", "channels_last": "channels-last",
+              "compiled": f"torch.compile ({variants.get('compile_s', 0):.0f} s to compile)"}
+    for name, label in labels.items():
+        if name in variants:
+            r = variants[name]
+            lines += [f"| {label} | failed: {r['error']} | |" if "error" in r else
+                      f"| {label} | {r['seconds']:.4f} | {r['ratio']:.3f} |"]
+    return lines
+
+
+# Each part's table: (the part's key in the report, its name in a failure line, what formats its result).
+TABLES = (
+    ("per_frame_step", "per frame and step", _per_frame_step_lines),
+    ("memory_in_video_length", "memory in video length", _memory_lines),
+    ("sampling", "sampling", _sampling_lines),
+    ("tuning", "tuning", _tuning_lines),
+    ("precision", "precision", _precision_lines),
+    ("layout_and_compile", "channels-last / torch.compile", _variant_lines),
+)
+
+
 def format_table(report) -> str:
     lines = [f"PoseCrafter benchmark: {report['device']}, {report['dtype']}, {report['size']}x{report['size']} px, "
              f"torch {report['torch']}" + (" (tiny test models: the numbers mean nothing)" if report["tiny"] else ""), ""]
-    ratio = report.get("per_frame_step")
-    if ratio is not None:
-        if _failed(ratio):
-            lines += [f"per frame and step: failed ({ratio['error']})", ""]
-        else:
-            lines += ["| per frame and step, guidance 1 | seconds |", "|---|---|",
-                      f"| diffusers StableDiffusionControlNetPipeline ({ratio['frames']} images) | {ratio['diffusers_pipeline_s']:.4f} |",
-                      f"| PoseCrafter sampler ({ratio['frames']} frames) | {ratio['posecrafter_s']:.4f} |"]
-            if "comfyui_core_s" in ratio:
-                lines += [f"| ComfyUI core KSampler + ControlNet ({ratio['frames']} images; {ratio['comfyui_attention']}, "
-                          f"{ratio['comfyui_dtype']}) | {ratio['comfyui_core_s']:.4f} |"]
-            lines += [f"| ratio PoseCrafter / diffusers | {ratio['ratio']:.3f} |"]
-            if "ratio_comfyui" in ratio:
-                lines += [f"| ratio PoseCrafter / ComfyUI core | {ratio['ratio_comfyui']:.3f} |"]
-            else:
-                lines += [f"| ratio PoseCrafter / ComfyUI core | not run ({report.get('comfyui')}) |"]
+    for key, name, table_lines in TABLES:
+        part = report.get(key)
+        if part is not None:
+            lines += [f"{name}: failed ({part['error']})"] if _failed(part) else table_lines(part, report)
             lines += [""]
-    memory = report.get("memory_in_video_length")
-    if memory is not None:
-        context = report["context"]
-        if _failed(memory):
-            lines += [f"memory in video length: failed ({memory['error']})", ""]
-        else:
-            lines += [f"| memory in video length: M (+ reference), windows {context[0]}/{context[1]}, 1 step | "
-                      "peak memory GB |", "|---|---|"]
-            lines += [f"| {r['frames'] - 1} | {r['peak_memory_gb']:.3f} |" for r in memory["runs"]]
-            lines += ["", f"Slope: {memory['slope_kb_per_frame']:.0f} KB per frame (the latents alone: "
-                      f"{memory['latents_kb_per_frame']:.0f} KB per frame at this size, fp32).", ""]
-    sampling = report.get("sampling")
-    if sampling is not None:
-        if _failed(sampling):
-            lines += [f"sampling: failed ({sampling['error']})", ""]
-        else:
-            lines += ["| sampling: frames (M + reference) | windows | s / step | 50 steps (extrapolated) | "
-                      "peak memory GB |", "|---|---|---|---|---|"]
-            lines += [f"| {r['frames']} | {'yes' if r['windows'] else 'no'} | {r['seconds_per_step']:.3f} | "
-                      f"{50 * r['seconds_per_step']:.1f} | {r['peak_memory_gb']:.2f} |" for r in sampling]
-            lines += [""]
-    tuning = report.get("tuning")
-    if tuning is not None:
-        if _failed(tuning):
-            lines += [f"tuning: failed ({tuning['error']})", ""]
-        else:
-            lines += [f"| tuning, 8-frame clips, {report['dtype']} frozen weights | s / step | peak memory GB |",
-                      "|---|---|---|"]
-            lines += [f"| \"{r['update_rule']}\" rule, {'with' if r['gradient_checkpointing'] else 'without'} "
-                      f"gradient checkpointing | {r['seconds_per_step']:.3f} | {r['peak_memory_gb']:.2f} |"
-                      for r in tuning]
-            lines += [""]
-    precision = report.get("precision")
-    if precision is not None:
-        if _failed(precision):
-            lines += [f"precision: failed ({precision['error']})", ""]
-        else:
-            lines += ["| noise prediction vs fp32 (relative to its std) | max | mean |", "|---|---|---|"]
-            lines += [f"| {name} | {r['max_abs']:.2e} | {r['mean_abs']:.2e} |" for name, r in precision.items()]
-            lines += [""]
-    variants = report.get("layout_and_compile")
-    if variants is not None:
-        if _failed(variants):
-            lines += [f"channels-last / torch.compile: failed ({variants['error']})", ""]
-        else:
-            lines += [f"| our sampler, {variants['frames']} frames, per frame and step | seconds | ratio to default |",
-                      "|---|---|---|"]
-            labels = {"default": "default layout", "channels_last": "channels-last",
-                      "compiled": f"torch.compile ({variants.get('compile_s', 0):.0f} s to compile)"}
-            for name, label in labels.items():
-                if name in variants:
-                    r = variants[name]
-                    lines += [f"| {label} | failed: {r['error']} | |" if "error" in r else
-                              f"| {label} | {r['seconds']:.4f} | {r['ratio']:.3f} |"]
     return "\n".join(lines).rstrip()
 
 
