@@ -1,0 +1,239 @@
+"""One case of the outcome benchmark: a person's training video, a driving person's motion, and the pack's method
+(or one ablation of it) run through the engine calls the nodes make, scored against the world's ground truth.
+
+The method (``full``), as the shipped one-shot workflow runs it: 8 training frames at the paper's stride (Select
+Frames), one-shot tuning (paper rule, paper steps, lr 3e-3), the driving poses retargeted onto the training body
+(Pose Retarget, bones), Eq. 5's reference frame (distance "visible") DDIM-inverted under the source prompt, its
+pose inserted as key frame 0, face and hand latents moved by affine warps (alpha 1), all frames sampled jointly
+(DDIM, guidance 1), the inserted frame dropped, decoded. The ground truth is the training person doing the
+driving motion with their own proportions, placed where retargeting places them (same anchor), rendered in the
+training room.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from posecrafter.inversion import invert
+from posecrafter.latent_edit import edit_initial_latents, plan_latent_edits
+from posecrafter.pose import PoseSequence
+from posecrafter.reference import insert_reference_pose, remove_inserted_reference, select_reference_frame
+from posecrafter.retarget import retarget_poses
+from posecrafter.sampling import sample, temporal_windows
+from posecrafter.skeleton import SkeletonVideo
+from posecrafter.training_frames import select_covering_frames, uniform_indices
+from posecrafter.tuning import tune
+
+from . import models
+from .people import MOTIONS, SHIRT_COLOURS, background, check_motion, identity, motion, render
+from .scoring import score
+
+ABLATIONS = (
+    "ground_truth", "base", "no_tuning", "full", "no_reference_insertion", "random_noise", "no_latent_edit",
+    "eq5_paper", "cover_frames", "retarget_off", "all_frames_64", "windows_64", "bf16", "attribute_edit",
+)
+SIZE = models.SIZE
+TRAINING_FRAMES = 24  # the user's clip (P)
+TUNING_FRAMES = 8  # N, the paper's default
+TARGET_FRAMES = 16  # M
+LONG_FRAMES = 64  # the windows rows' drive
+CONTEXT_LENGTH, CONTEXT_OVERLAP = 16, 4
+STEPS = 25  # DDIM steps for inversion and sampling
+DRIVING_SEED_OFFSET = 1000  # the driving person: another body and motion seed
+
+
+def check_ablation(ablation: str) -> None:
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation {ablation!r} is unknown: use one of {', '.join(ABLATIONS)}")
+
+
+@lru_cache(maxsize=None)
+def _shared():
+    """The world's trained models and prompt embeddings, loaded once per process."""
+    return models.load_vae(models.WEIGHTS), models.load_video_model(models.WEIGHTS), models.prompt_embeddings()
+
+
+def _anchor(poses: PoseSequence) -> np.ndarray:
+    """The retargeting "ground" anchor of the first frame: the neck's x and the lowest ankle or foot point's y."""
+    points = poses.points[0]
+    return np.array([points[1, 0], points[[10, 13, *range(18, 24)], 1].max()])
+
+
+def _subset(poses: PoseSequence, indices) -> PoseSequence:
+    return PoseSequence(poses.points[indices], poses.scores[indices], poses.canvas_width, poses.canvas_height)
+
+
+def _skeletons(poses: PoseSequence) -> SkeletonVideo:
+    return SkeletonVideo(poses, SIZE, SIZE)
+
+
+def farthest_shirt(name: str) -> str:
+    """The named shirt colour farthest (RGB) from ``name``: the attribute edit's target."""
+    colour = np.array(SHIRT_COLOURS[name])
+    return max(SHIRT_COLOURS, key=lambda other: np.linalg.norm(np.array(SHIRT_COLOURS[other]) - colour))
+
+
+class Case:
+    """A person (identity and body from ``identity_seed``) in a room, filmed doing ``training_motion``, driven by
+    another person's ``driving_motion``. Tuned models are cached, so every ablation of one case shares them."""
+
+    def __init__(self, identity_seed: int, background_seed: int, training_motion: str, driving_motion: str):
+        check_motion(training_motion)
+        check_motion(driving_motion)
+        self.person = identity(identity_seed)
+        self.room = background(background_seed, SIZE)
+        self.training_poses = motion(training_motion, TRAINING_FRAMES, identity_seed, SIZE)
+        self.training_frames = render(self.training_poses, self.person, self.room)
+        self.driving_seed = identity_seed + DRIVING_SEED_OFFSET
+        self.identity_seed, self.driving_motion = identity_seed, driving_motion
+        self.vae, self.base, self.embeddings = _shared()
+        self.latents = models.encode(self.vae, self.training_frames)
+        self.source_prompt = models.prompt(self.person.shirt)
+        self._tuned = {}
+        self.videos = {}  # ablation -> the generated uint8 frames of its last run
+
+    # ------------------------------------------------------------------ poses
+    def driving(self, frames: int) -> PoseSequence:
+        return motion(self.driving_motion, frames, self.driving_seed, SIZE)
+
+    def targets(self, frames: int, retarget: bool = True) -> PoseSequence:
+        driving = self.driving(frames)
+        return retarget_poses(driving, self.training_poses).poses if retarget else driving
+
+    def ground_truth(self, frames: int) -> PoseSequence:
+        """The driving motion on the training body, placed as retargeting places it."""
+        own = motion(self.driving_motion, frames, self.driving_seed, SIZE, body_seed=self.identity_seed)
+        return PoseSequence(own.points + (_anchor(self.training_poses) - _anchor(own)), own.scores, SIZE, SIZE)
+
+    # ------------------------------------------------------------------ tuning
+    def tuning_indices(self, cover: bool, targets: PoseSequence) -> list[int]:
+        if cover:
+            return select_covering_frames(self.training_poses, targets, TUNING_FRAMES)
+        return uniform_indices(TRAINING_FRAMES, TUNING_FRAMES)
+
+    def tuned(self, indices: list[int], dtype=torch.float32):
+        key = (tuple(indices), dtype)
+        if key not in self._tuned:
+            model = copy.deepcopy(self.base)
+            if dtype != torch.float32:
+                model = _with_frozen_dtype(model, dtype)
+            poses = _subset(self.training_poses, indices)
+            tune(model, self.latents[indices], _skeletons(poses), self.embeddings[self.source_prompt], seed=0)
+            self._tuned[key] = model
+        return self._tuned[key]
+
+    # ------------------------------------------------------------------ inference
+    def generate(self, model, indices: list[int], targets: PoseSequence, *, prompt: str, distance="visible",
+                 insert=True, invert_reference=True, edit=True, context_length=None) -> np.ndarray:
+        """The method's inference on ``targets`` with the training frames ``indices``; uint8 frames [M, H, W, 3]."""
+        training = _subset(self.training_poses, indices)
+        reference = select_reference_frame(training, targets, distance).index
+        ref_pose = training.frame(reference)
+        ref_latent = self.latents[indices[reference]:indices[reference] + 1]
+        source = self.embeddings[self.source_prompt]
+        inserted = insert_reference_pose(targets, ref_pose, k=0)
+        if invert_reference:
+            z_t = invert(model, ref_latent, _skeletons(ref_pose)[:], source, steps=STEPS).final
+            plan = plan_latent_edits(inserted, SIZE // 8, SIZE // 8)
+            start = edit_initial_latents(z_t, plan) if edit else z_t.repeat(len(inserted), 1, 1, 1)
+        else:
+            start = _noise(len(inserted), seed=1)
+        poses = inserted
+        if not insert:  # the same start, without the inserted frame and its pose
+            start, poses = start[1:], targets
+        out = sample(model, start, _skeletons(poses), self.embeddings[prompt], steps=STEPS, key_index=0,
+                     context_length=context_length, context_overlap=CONTEXT_OVERLAP)
+        if insert:
+            out = remove_inserted_reference(out, poses)
+        return models.decode(self.vae, out)
+
+    def base_video(self, targets: PoseSequence) -> np.ndarray:
+        """The floor: the untuned model from noise with the target poses and the prompt, no reference frame."""
+        out = sample(self.base, _noise(len(targets), seed=2), _skeletons(targets),
+                     self.embeddings[self.source_prompt], steps=STEPS, key_index=0)
+        return models.decode(self.vae, out)
+
+    # ------------------------------------------------------------------ rows
+    def run(self, ablation: str = "full") -> dict:
+        """Generate the video ``ablation`` asks for (kept in ``self.videos``) and score it; adds ``seconds`` (wall
+        time of this row, tuning included when this call did it)."""
+        check_ablation(ablation)
+        started = time.perf_counter()
+        long = ablation in ("all_frames_64", "windows_64")
+        frames = LONG_FRAMES if long else TARGET_FRAMES
+        truth = self.ground_truth(frames)
+        targets = self.targets(frames, retarget=ablation != "retarget_off")
+        person = self.person
+        uniform = uniform_indices(TRAINING_FRAMES, TUNING_FRAMES)
+        prompt = self.source_prompt
+        if ablation == "ground_truth":
+            video = render(truth, person, self.room)
+        elif ablation == "base":
+            video = self.base_video(targets)
+        elif ablation == "no_tuning":
+            video = self.generate(self.base, uniform, targets, prompt=prompt)
+        elif ablation == "cover_frames":
+            indices = self.tuning_indices(True, targets)
+            video = self.generate(self.tuned(indices), indices, targets, prompt=prompt)
+        elif ablation == "bf16":
+            video = self.generate(self.tuned(uniform, torch.bfloat16), uniform, targets, prompt=prompt)
+        else:
+            options = {"no_reference_insertion": dict(insert=False), "random_noise": dict(invert_reference=False),
+                       "no_latent_edit": dict(edit=False), "eq5_paper": dict(distance="paper"),
+                       "windows_64": dict(context_length=CONTEXT_LENGTH)}.get(ablation, {})
+            if ablation == "attribute_edit":
+                person = self.person.with_shirt(farthest_shirt(self.person.shirt))
+                prompt = models.prompt(person.shirt)
+            video = self.generate(self.tuned(uniform), uniform, targets, prompt=prompt, **options)
+        result = score(video, truth, person, self.room)
+        if ablation == "attribute_edit":  # the shirt against the tuned person's: did it change?
+            result["identity_torso_original"] = score(video, truth, self.person, self.room)["identity_torso"]
+        if long:
+            result["seam"] = seam_ratio(video, LONG_FRAMES)
+        result["seconds"] = time.perf_counter() - started
+        self.videos[ablation] = video
+        return result
+
+
+def _noise(frames: int, seed: int) -> torch.Tensor:
+    """Raw-latent Gaussian noise (unit variance in the UNet's space)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(frames, 4, SIZE // 8, SIZE // 8, generator=generator) / models.LATENT_SCALE
+
+
+def _with_frozen_dtype(model, dtype):
+    """The same model with its frozen weights in ``dtype`` (the trainable set stays fp32), as the Model Loader's
+    bf16 precision loads it."""
+    from posecrafter.model import PoseCrafterModel
+
+    unet, controlnet = copy.deepcopy(model.unet), copy.deepcopy(model.controlnet)
+    for module in (unet, controlnet):
+        module.to(dtype)
+    return PoseCrafterModel(unet, controlnet)
+
+
+def seam_ratio(frames: np.ndarray, target_frames: int) -> float:
+    """Mean frame-to-frame change across the window boundaries of 16/4 windows (the inserted frame at 0) over the
+    mean change elsewhere; 1 means the seams do not show."""
+    change = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))  # change[t]: t -> t+1
+    boundaries = set()
+    for window in temporal_windows(target_frames + 1, 0, CONTEXT_LENGTH, CONTEXT_OVERLAP)[1:]:
+        first = window[1] - 1  # output index of the window's first frame (the inserted frame is dropped)
+        boundaries.add(first - 1)
+    for window in temporal_windows(target_frames + 1, 0, CONTEXT_LENGTH, CONTEXT_OVERLAP)[:-1]:
+        boundaries.add(window[-1] - 1)
+    at = sorted(b for b in boundaries if 0 <= b < len(change))
+    rest = [t for t in range(len(change)) if t not in boundaries]
+    return float(change[at].mean() / max(change[rest].mean(), 1e-9))
+
+
+def run_case(identity_seed: int, background_seed: int, training_motion: str, driving_motion: str,
+             ablation: str = "full") -> dict:
+    """Score one ablation of one case (see :class:`Case`)."""
+    check_ablation(ablation)
+    return Case(identity_seed, background_seed, training_motion, driving_motion).run(ablation)
+

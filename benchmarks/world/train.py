@@ -1,0 +1,297 @@
+"""Train the small world's models: ``python benchmarks/world/train.py`` (about 90 minutes on 2 CPU cores).
+
+Two stages, each resumable from its last checkpoint (``--work``, every ``--save-every`` steps and on Ctrl-C):
+
+1. ``vae``: a TAESD-layout ``AutoencoderTiny`` on random 64 px crops of rendered frames (it is fully
+   convolutional), reconstruction L1 + MSE, with a penalty that keeps its latents at unit RMS (the UNet's
+   latent space).
+2. ``diffusion``: the UNet and its OpenPose-style ControlNet trained together from scratch on single frames, as an
+   SD1.5-family text-to-image model with pose control: DDPM noise (SD1.5's schedule, epsilon prediction), the
+   skeleton image the pack draws as the hint, a prompt naming the shirt colour (20% "a person", 10% empty, so
+   guidance works), and an exponential moving average of the weights, which is what gets saved.
+
+Every sample is a fresh person, room, motion kind and moment (seeds from 1,000,000 up: the benchmark's cases use
+seeds below 1,000), so the base model knows no single person. Data and noise are drawn from seeds derived from the
+step number, so a resumed run continues the same stream. The final weights (fp16 safetensors) and the loss curves
+go to ``--out``; the script refuses to overwrite weights already there unless ``--out`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from benchmarks.world import models
+from benchmarks.world.people import MOTIONS, SHIRT_COLOURS, background, identity, motion, render_frame
+from posecrafter.model import to_model_space
+from posecrafter.schedulers import SCHEDULER_CONFIG
+from posecrafter.skeleton import render_skeleton
+
+TRAIN_SEEDS = 1_000_000
+SIZE = models.SIZE
+WEIGHT_FILES = ("vae.safetensors", "unet.safetensors", "controlnet.safetensors")
+
+
+def training_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """A random person in a random room at a random moment of a random motion: (frame, skeleton, prompt)."""
+    person = identity(int(rng.integers(TRAIN_SEEDS, 2**31)))
+    room = background(int(rng.integers(TRAIN_SEEDS, 2**31)), SIZE)
+    kind = MOTIONS[int(rng.integers(len(MOTIONS)))]
+    frames = 24
+    poses = motion(kind, frames, int(rng.integers(TRAIN_SEEDS, 2**31)), SIZE)
+    index = int(rng.integers(frames))
+    image, _ = render_frame(poses.points[index], person, room)
+    skeleton = render_skeleton(poses, index, SIZE, SIZE)
+    roll = rng.random()
+    text = "" if roll < 0.1 else models.prompt(None) if roll < 0.3 else models.prompt(person.shirt)
+    return image, skeleton, text
+
+
+def batch(step: int, size: int, seed: int):
+    rng = np.random.default_rng([seed, step])
+    images, skeletons, texts = zip(*(training_sample(rng) for _ in range(size)))
+    to_tensor = lambda x: torch.from_numpy(np.stack(x)).permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    return to_tensor(images), to_tensor(skeletons), list(texts)
+
+
+class Checkpoint:
+    """A stage's resumable state in ``work``: module and optimizer state dicts (torch.save, read back with
+    weights_only=True), the step and the losses so far."""
+
+    def __init__(self, work: Path, stage: str):
+        self.path = work / f"{stage}.pt"
+
+    def load(self):
+        return torch.load(self.path, weights_only=True) if self.path.is_file() else None
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        torch.save(state, temporary)
+        temporary.replace(self.path)
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to a tenth of ``peak``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def run_stage(name: str, modules: dict[str, torch.nn.Module], loss_fn, steps: int, lr: float, work: Path,
+              save_every: int, extra_state=None) -> list[float]:
+    """The shared loop: AdamW, the LR schedule, gradient clipping, progress, checkpoints and Ctrl-C."""
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    checkpoint = Checkpoint(work, name)
+    state = checkpoint.load()
+    start, losses = 0, []
+    if state is not None:
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+        optimizer.load_state_dict(state["optimizer"])
+        if extra_state is not None:
+            extra_state.load(state)
+        start, losses = int(state["step"]), list(state["losses"])
+        print(f"{name}: resuming at step {start} of {steps}")
+
+    def save(step):
+        payload = {key: module.state_dict() for key, module in modules.items()}
+        payload.update(optimizer=optimizer.state_dict(), step=step, losses=losses)
+        if extra_state is not None:
+            payload.update(extra_state.state())
+        checkpoint.save(payload)
+
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=name, unit="step")
+    step = start
+    try:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, steps, lr)
+            loss = loss_fn(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            if extra_state is not None:
+                extra_state.update()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if (step + 1) % save_every == 0:
+                save(step + 1)
+        step = steps
+    except KeyboardInterrupt:
+        save(step)
+        print(f"\n{name}: interrupted at step {step}; saved to {checkpoint.path}. Run the same command to resume.")
+        raise SystemExit(130)
+    save(steps)
+    return losses
+
+
+def train_vae(args, work: Path) -> tuple[torch.nn.Module, list[float]]:
+    torch.manual_seed(args.seed)
+    vae = models.new_vae().train()
+
+    def loss_fn(step):
+        images, _, _ = batch(step, args.vae_batch, args.seed + 1)
+        generator = torch.Generator().manual_seed(args.seed * 7919 + step)
+        y, x = torch.randint(0, SIZE - args.vae_crop + 1, (2,), generator=generator).tolist()
+        crop = images[:, :, y:y + args.vae_crop, x:x + args.vae_crop] * 2 - 1
+        latents = vae.encode(crop).latents
+        recon = vae.decode(latents).sample
+        rms = latents.pow(2).mean().sqrt()
+        return F.l1_loss(recon, crop) + F.mse_loss(recon, crop) + 0.01 * (rms - 1) ** 2
+
+    losses = run_stage("vae", {"vae": vae}, loss_fn, args.vae_steps, args.vae_lr, work, args.save_every)
+    return vae.eval().requires_grad_(False), losses
+
+
+class EMA:
+    """An exponential moving average of the diffusion models' weights (decay ramps up to ``decay``)."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float):
+        self.modules, self.decay, self.updates = modules, decay, 0
+        self.shadow = {k: {n: p.detach().clone() for n, p in m.state_dict().items()} for k, m in modules.items()}
+
+    def update(self):
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for key, module in self.modules.items():
+                for name, value in module.state_dict().items():
+                    if value.is_floating_point():
+                        self.shadow[key][name].lerp_(value, 1 - decay)
+
+    def state(self):
+        return {"ema": self.shadow, "ema_updates": self.updates}
+
+    def load(self, state):
+        self.shadow, self.updates = state["ema"], int(state["ema_updates"])
+
+
+def train_diffusion(args, work: Path, vae) -> tuple[dict, list[float]]:
+    torch.manual_seed(args.seed + 2)
+    unet = models.new_unet()
+    controlnet = models.new_controlnet(unet)
+    with torch.no_grad():  # the zero convs start small, not zero, so the hint trains from the first step
+        generator = torch.Generator().manual_seed(args.seed + 3)
+        for name, param in controlnet.named_parameters():
+            if "controlnet_" in name and name.endswith("weight") and "cond_embedding" not in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 1e-3)
+    unet.train()
+    controlnet.train()
+    schedule = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
+    print("building the fixed CLIP-L text encoder and the prompts' embeddings ...")
+    embeddings = models.prompt_embeddings()
+    modules = {"unet": unet, "controlnet": controlnet}
+    ema = EMA(modules, args.ema)
+
+    def loss_fn(step):
+        images, skeletons, texts = batch(step, args.batch, args.seed + 4)
+        with torch.no_grad():
+            latents = to_model_space(models.encode(vae, (images.permute(0, 2, 3, 1) * 255).round().byte().numpy()))
+        generator = torch.Generator().manual_seed(args.seed * 104729 + step)
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, schedule.config.num_train_timesteps, (len(latents),), generator=generator)
+        noisy = schedule.add_noise(latents, noise, timesteps)
+        text = torch.cat([embeddings[t] for t in texts])
+        down, mid = controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=skeletons,
+                               return_dict=False)
+        predicted = unet(noisy, timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid, return_dict=False)[0]
+        return F.mse_loss(predicted, noise)
+
+    losses = run_stage("diffusion", modules, loss_fn, args.steps, args.lr, work, args.save_every, ema)
+    return ema.shadow, losses
+
+
+def plot_losses(curves: dict[str, list[float]], path: Path) -> None:
+    """Loss curves (a 50-step running mean, log scale) side by side, drawn with OpenCV."""
+    panels = []
+    for name, losses in curves.items():
+        width, height, margin = 480, 300, 50
+        canvas = np.full((height, width, 3), 255, np.uint8)
+        values = np.log10(np.convolve(losses, np.ones(50) / 50, mode="valid") if len(losses) >= 50 else np.asarray(losses))
+        low, high = values.min(), values.max() + 1e-9
+        xs = margin + np.arange(len(values)) * (width - margin - 10) / max(1, len(values) - 1)
+        ys = height - margin - (values - low) / (high - low) * (height - margin - 30)
+        cv2.polylines(canvas, [np.stack([xs, ys], 1).astype(np.int32)], False, (200, 60, 20), 1, cv2.LINE_AA)
+        cv2.rectangle(canvas, (margin, 30), (width - 10, height - margin), (0, 0, 0), 1)
+        font = cv2.FONT_HERSHEY_SIMPLEX
+        cv2.putText(canvas, f"{name} loss (50-step mean)", (margin, 20), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, f"{10 ** high:.3g}", (2, 38), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, f"{10 ** low:.3g}", (2, height - margin), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(canvas, f"step 0 .. {len(losses)}", (margin, height - 20), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(canvas)
+    cv2.imwrite(str(path), np.concatenate(panels, axis=1))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    here = Path(__file__).parent
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for the final weights (default {models.WEIGHTS}, never overwritten unless "
+                             "named here)")
+    parser.add_argument("--work", type=Path, default=here / "checkpoints", help="checkpoint folder (resume from it)")
+    parser.add_argument("--steps", type=int, default=2400, help="diffusion steps (batch --batch)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--vae-crop", type=int, default=64)
+    parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--save-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for name in ("steps", "batch", "vae_steps", "vae_batch", "save_every"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.vae_crop % 8 or not 8 <= args.vae_crop <= SIZE:
+        parser.error(f"--vae-crop must be a multiple of 8 between 8 and {SIZE}, got {args.vae_crop}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = models.WEIGHTS if args.out is None else args.out
+    if args.out is None and any((out / name).exists() for name in WEIGHT_FILES):
+        print(f"{out} already holds trained weights; pass --out DIR to train into another folder "
+              f"(or --out {out} to replace them).", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    started = time.time()
+    vae, vae_losses = train_vae(args, args.work)
+    shadow, diffusion_losses = train_diffusion(args, args.work, vae)
+    out.mkdir(parents=True, exist_ok=True)
+    half = lambda state: {k: v.half().contiguous() for k, v in state.items()}  # noqa: E731
+    save_file(half(vae.state_dict()), str(out / "vae.safetensors"))
+    save_file(half(shadow["unet"]), str(out / "unet.safetensors"))
+    save_file(half(shadow["controlnet"]), str(out / "controlnet.safetensors"))
+    plot_losses({"vae": vae_losses, "diffusion": diffusion_losses}, out / "losses.png")
+    command = "python benchmarks/world/train.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    (out / "training.json").write_text(json.dumps({
+        "command": command.strip(), "args": {k: str(v) for k, v in vars(args).items()},
+        "seconds_this_run": round(time.time() - started), "final_vae_loss": float(np.mean(vae_losses[-50:])),
+        "final_diffusion_loss": float(np.mean(diffusion_losses[-50:])), "torch": torch.__version__,
+    }, indent=2) + "\n")
+    print(f"weights written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
