@@ -33,7 +33,7 @@ from .people import MOTIONS, SHIRT_COLOURS, background, check_motion, identity, 
 from .scoring import score
 
 ABLATIONS = (
-    "ground_truth", "base", "no_tuning", "full", "no_reference_insertion", "random_noise", "no_latent_edit",
+    "ground_truth", "vae_roundtrip", "base", "no_tuning", "full", "no_reference_insertion", "random_noise", "no_latent_edit",
     "eq5_paper", "cover_frames", "retarget_off", "all_frames_64", "windows_64", "bf16", "attribute_edit",
 )
 SIZE = models.SIZE
@@ -172,6 +172,8 @@ class Case:
         prompt = self.source_prompt
         if ablation == "ground_truth":
             video = render(truth, person, self.room)
+        elif ablation == "vae_roundtrip":  # the renders through the VAE: the ceiling of any generated row
+            video = models.decode(self.vae, models.encode(self.vae, render(truth, person, self.room)))
         elif ablation == "base":
             video = self.base_video(targets)
         elif ablation == "no_tuning":

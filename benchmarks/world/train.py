@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,11 +86,12 @@ class Checkpoint:
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
-    """Linear warm-up, then cosine decay to a tenth of ``peak``."""
+    """Linear warm-up, then cosine decay to a tenth of ``peak``. A Python float: the optimizer's state goes into
+    checkpoints that are read back with ``weights_only=True``, which refuses numpy scalars."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+    return float(peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))))
 
 
 def run_stage(name: str, modules: dict[str, torch.nn.Module], loss_fn, steps: int, lr: float, work: Path,
@@ -273,7 +275,6 @@ def main(argv=None) -> int:
         print(f"{out} already holds trained weights; pass --out DIR to train into another folder "
               f"(or --out {out} to replace them).", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.time()
     vae, vae_losses = train_vae(args, args.work)
     shadow, diffusion_losses = train_diffusion(args, args.work, vae)

@@ -1,0 +1,134 @@
+"""The outcome benchmark: ``python benchmarks/world/outcome.py`` (about 40 minutes on 2 CPU cores).
+
+Runs every row of ``ABLATIONS`` on the cases kept apart from training (seeds below 1,000; the models were trained
+on seeds from 1,000,000 up), prints the table of means over the cases, and writes
+``benchmarks/results/world_outcome.json`` ({ablation: {metric: mean over the cases}}), the per-case scores
+(``world_outcome_cases.json``), the Markdown table (``world_outcome.md``) and a picture strip of the first case
+(``world_strip.jpg``: training frames, driving poses, ground truth and three generated rows).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.world.cases import ABLATIONS, SIZE, TRAINING_FRAMES, TUNING_FRAMES, Case, check_ablation
+from benchmarks.world.people import check_motion
+from posecrafter.skeleton import render_skeleton
+from posecrafter.training_frames import uniform_indices
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+# (identity seed, background seed, training motion, driving motion): five people and rooms the models never saw,
+# each driven by another motion kind.
+CASES = ((1, 101, "dance", "wave"), (2, 102, "walk", "hands"), (3, 103, "hands", "dance"),
+         (4, 104, "wave", "turn_head"), (5, 105, "turn_head", "walk"))
+COLUMNS = ("pose", "pose_torso", "pose_arms", "pose_legs", "pose_head", "pose_hands", "pose_face", "identity",
+           "background", "flicker", "seam", "seconds")
+STRIP_ROWS = ("ground_truth", "full", "no_tuning", "retarget_off")
+STRIP_FRAMES = 8
+
+
+def mean_scores(per_case: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """{ablation: {metric: mean over the cases that ran it}}."""
+    table = {}
+    for ablation in ABLATIONS:
+        rows = [case[ablation] for case in per_case if ablation in case]
+        if rows:
+            table[ablation] = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    return table
+
+
+def markdown(table: dict[str, dict[str, float]], cases: int) -> str:
+    columns = [c for c in COLUMNS if any(c in row for row in table.values())]
+    lines = [f"Means over {cases} case(s). pose: share of each part's pixels in its colour (higher is better); "
+             "identity: RGB distance of part colours (lower is better); background: PSNR dB (capped at 60); "
+             "flicker: frame-to-frame change over the ground truth's; seam: change across window boundaries over "
+             "change within windows.", "",
+             "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for ablation, row in table.items():
+        cells = [("" if c not in row else f"{row[c]:.0f}" if c == "seconds" else f"{row[c]:.3g}") for c in columns]
+        lines.append(f"| {ablation} | " + " | ".join(cells) + " |")
+    edit = table.get("attribute_edit")
+    if edit:
+        lines += ["", "Attribute edit (prompt names another shirt colour): torso colour distance to the new colour "
+                  f"{edit['identity_torso']:.1f}, to the tuned person's shirt {edit['identity_torso_original']:.1f}; "
+                  f"legs {edit['identity_legs']:.1f}, head {edit['identity_head']:.1f} (against the tuned person)."]
+    return "\n".join(lines) + "\n"
+
+
+def _label(image: np.ndarray, text: str) -> np.ndarray:
+    margin = np.full((image.shape[0], 120, 3), 255, np.uint8)
+    cv2.putText(margin, text, (4, image.shape[0] // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([margin, image], axis=1)
+
+
+def picture_strip(case: Case) -> np.ndarray:
+    """Rows of STRIP_FRAMES frames: the tuned training frames, the driving poses, then the generated rows."""
+    uniform = uniform_indices(TRAINING_FRAMES, TUNING_FRAMES)
+    picks = np.linspace(0, len(case.videos["full"]) - 1, STRIP_FRAMES).round().astype(int)
+    driving = case.driving(len(case.videos["full"]))
+    rows = [("training", case.training_frames[uniform]),
+            ("driving poses", np.stack([render_skeleton(driving, int(i), SIZE, SIZE) for i in picks]))]
+    rows += [(name, case.videos[name][picks]) for name in STRIP_ROWS if name in case.videos]
+    return np.concatenate([_label(np.concatenate(list(frames), axis=1), name) for name, frames in rows], axis=0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("--cases", type=int, default=len(CASES), help=f"how many of the {len(CASES)} cases to run")
+    parser.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated rows to run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.cases <= len(CASES):
+        parser.error(f"--cases must be between 1 and {len(CASES)}, got {args.cases}")
+    args.ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
+    for ablation in args.ablations:
+        try:
+            check_ablation(ablation)
+        except ValueError as error:
+            parser.error(f"--ablations: {error}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for _, _, training, driving in CASES:
+        check_motion(training), check_motion(driving)
+    started = time.time()
+    per_case = []
+    bar = tqdm(total=args.cases * len(args.ablations), desc="outcome", unit="row")
+    for number, (identity_seed, background_seed, training, driving) in enumerate(CASES[:args.cases]):
+        case = Case(identity_seed, background_seed, training, driving)
+        scores = {}
+        for ablation in args.ablations:
+            bar.set_postfix(case=number + 1, row=ablation)
+            scores[ablation] = case.run(ablation)
+            bar.update()
+        per_case.append(scores)
+        if number == 0 and "full" in case.videos:
+            args.out.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(args.out / "world_strip.jpg"), picture_strip(case)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
+    bar.close()
+    table = mean_scores(per_case)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "world_outcome.json").write_text(json.dumps(table, indent=2) + "\n")
+    (args.out / "world_outcome_cases.json").write_text(json.dumps(
+        [{"case": list(CASES[i]), "scores": scores} for i, scores in enumerate(per_case)], indent=2) + "\n")
+    text = markdown(table, len(per_case))
+    (args.out / "world_outcome.md").write_text(text)
+    print(text)
+    print(f"{time.time() - started:.0f} s; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The small world (benchmarks/world): deterministic people, rooms and motions, the renderer's ground truth, the
+scores, the fixed text encoder, the training script's resume and refusals."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import benchmarks.world as world
+from benchmarks.world import models, train
+from benchmarks.world.people import LABELS, SHIRT_COLOURS
+
+SIZE = 128
+
+
+def test_public_interface_is_exactly_the_documented_one():
+    assert sorted(world.__all__) == sorted(
+        ["MOTIONS", "ABLATIONS", "identity", "background", "motion", "render", "score", "run_case"])
+    assert {"ground_truth", "base", "no_tuning", "full"} <= set(world.ABLATIONS)
+    assert len(world.MOTIONS) >= 5
+
+
+def test_same_seed_same_world_and_other_seeds_differ():
+    assert world.identity(7) == world.identity(7)
+    assert world.identity(7) != world.identity(8)
+    np.testing.assert_array_equal(world.background(7), world.background(7))
+    assert np.abs(world.background(7).astype(int) - world.background(8)).mean() > 10
+    for kind in world.MOTIONS:
+        a, b = world.motion(kind, 6, 3, SIZE), world.motion(kind, 6, 3, SIZE)
+        np.testing.assert_array_equal(a.points, b.points)
+        assert np.abs(a.points - world.motion(kind, 6, 4, SIZE).points).max() > 1
+        assert np.abs(np.diff(a.points, axis=0)).max() > 0.05, f"{kind}: the person does not move"
+        inside = (a.points >= 0) & (a.points < SIZE)
+        assert inside.all(), f"{kind}: points leave the frame"
+
+
+def test_render_paints_every_part_where_the_pose_puts_it():
+    poses = world.motion("wave", 4, 11, SIZE)
+    person, room = world.identity(11), world.background(11)
+    frames, labels = world.render(poses, person, room, with_labels=True)
+    assert frames.shape == (4, SIZE, SIZE, 3) and frames.dtype == np.uint8
+    present = {LABELS[i] for i in np.unique(labels)}
+    assert present == set(LABELS) - ({"hair"} - present)  # every part is drawn (hair always, in fact)
+    untouched = labels == 0
+    np.testing.assert_array_equal(frames[untouched], np.broadcast_to(room, frames.shape)[untouched])
+    # the shirt's pixels are the named colour or its stripe colour
+    torso = frames[labels == LABELS.index("torso")]
+    colours = {tuple(c) for c in torso}
+    assert colours == {person.shirt_rgb, person.stripe_rgb}
+    # the face features sit on the face points
+    eyes = poses.points[0, 24 + 36:24 + 48].round().astype(int)
+    assert (labels[0][eyes[:, 1], eyes[:, 0]] == LABELS.index("features")).mean() > 0.5
+
+
+def test_ground_truth_scores_the_ceiling_and_errors_lower_it():
+    poses = world.motion("dance", 6, 5, SIZE)
+    person, room = world.identity(5), world.background(5)
+    truth = world.render(poses, person, room)
+    best = world.score(truth, poses, person, room)
+    assert best["pose"] == 1.0 and best["identity"] == 0.0 and best["background"] == 60.0
+    assert best["flicker"] == pytest.approx(1.0)
+    other = next(seed for seed in range(100) if world.identity(seed).shirt != person.shirt
+                 and np.linalg.norm(np.subtract(world.identity(seed).skin_rgb, person.skin_rgb)) > 60)
+    someone_else = world.score(world.render(poses, world.identity(other), room), poses, person, room)
+    assert someone_else["identity"] > 40 and someone_else["pose"] < 0.7
+    moved = world.score(world.render(world.motion("wave", 6, 6, SIZE), person, room), poses, person, room)
+    assert moved["pose"] < 0.85 and moved["background"] < 30
+    still = world.score(np.repeat(truth[:1], 6, axis=0), poses, person, room)
+    assert still["flicker"] == 0.0
+
+
+def test_attribute_edit_changes_only_the_shirt():
+    person = world.identity(3)
+    red = person.with_shirt("red")
+    assert red.shirt_rgb == SHIRT_COLOURS["red"] and red.skin_rgb == person.skin_rgb
+    assert red.trousers_rgb == person.trousers_rgb and red.hair_rgb == person.hair_rgb
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: world.motion("dance", 1, 0, SIZE), "frames"),
+    (lambda: world.motion("dance", 8, 0, 100), "size"),
+    (lambda: world.background(0, 60), "size"),
+    (lambda: world.motion("moonwalk", 8, 0, SIZE), "motion kind 'moonwalk'"),
+    (lambda: world.run_case(1, 1, "dance", "wave", ablation="magic"), "ablation 'magic'"),
+    (lambda: world.run_case(1, 1, "dance", "salsa"), "motion kind 'salsa'"),
+    (lambda: world.identity(0).with_shirt("teal"), "shirt colour 'teal'"),
+    (lambda: world.score(np.zeros((2, SIZE, SIZE, 3), np.uint8), world.motion("walk", 3, 0, SIZE),
+                         world.identity(0), world.background(0)), r"frames: expected uint8 \[3, 128, 128, 3\]"),
+])
+def test_impossible_settings_are_refused_by_name(call, names):
+    with pytest.raises(ValueError, match=names):
+        call()
+
+
+def test_prompt_tokens_are_clips_bpe_ids():
+    # ids from CLIP's BPE tokenizer (open_clip's SimpleTokenizer, the vocabulary ComfyUI's SD1 tokenizer uses)
+    tokens = models.prompt_tokens("a person in a red shirt")
+    assert tokens[:8] == [49406, 320, 2533, 530, 320, 736, 2523, 49407]
+    assert len(tokens) == 77 and set(tokens[8:]) == {49407}
+    assert models.prompt_tokens("")[:2] == [49406, 49407]
+    with pytest.raises(ValueError, match="not one of the world's"):
+        models.prompt_tokens("a cat")
+
+
+def test_text_encoder_weights_are_the_seeded_numpy_stream():
+    state = models.clip_state_dict()
+    assert len(state) == 2 + 12 * 16 + 3
+    token = state["text_model.embeddings.token_embedding.weight"]
+    assert token.shape == (49408, 768) and token.dtype == torch.float32
+    # the first draws of PCG64(20261206), times 0.02: a change of seed, order or generator changes them and the
+    # trained world models would no longer match their text encoder
+    expected = np.random.Generator(np.random.PCG64(models.TEXT_SEED)).standard_normal(3) * 0.02
+    np.testing.assert_array_equal(token[0, :3].numpy(), expected.astype(np.float32))
+    assert float(token.std()) == pytest.approx(0.02, rel=0.01)
+    assert state["text_model.final_layer_norm.weight"].eq(1).all()
+
+
+def test_learning_rate_is_a_python_float_after_warm_up():
+    # a numpy scalar in the optimizer state makes every checkpoint unreadable with weights_only=True
+    rates = [train.lr_at(step, 1000, 4e-4) for step in (0, 99, 100, 500, 999)]
+    assert all(type(rate) is float for rate in rates)
+    assert rates[2] == pytest.approx(4e-4) and rates[-1] == pytest.approx(4e-5, rel=1e-3)
+
+
+def test_training_resumes_where_it_stopped_and_never_overwrites_weights(tmp_path, monkeypatch, capsys):
+    embeddings = {text: torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(i))
+                  for i, text in enumerate(models.PROMPTS)}
+    monkeypatch.setattr(models, "prompt_embeddings", lambda: embeddings)  # CLIP-L itself is tested above
+    small = ["--batch", "2", "--vae-batch", "2", "--vae-crop", "32", "--save-every", "1", "--vae-steps", "2"]
+    resumed, straight = tmp_path / "resumed", tmp_path / "straight"
+    assert train.main(["--out", str(tmp_path / "a"), "--work", str(resumed), "--steps", "2", *small]) == 0
+    assert train.main(["--out", str(tmp_path / "b"), "--work", str(resumed), "--steps", "3", *small]) == 0
+    out = capsys.readouterr().out
+    assert "vae: resuming at step 2 of 2" in out and "diffusion: resuming at step 2 of 3" in out
+    assert train.main(["--out", str(tmp_path / "c"), "--work", str(straight), "--steps", "3", *small]) == 0
+    losses = [torch.load(work / "diffusion.pt", weights_only=True)["losses"] for work in (resumed, straight)]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)  # resuming changes nothing
+    for name in train.WEIGHT_FILES:
+        assert (tmp_path / "b" / name).stat().st_size > 0
+    monkeypatch.setattr(models, "WEIGHTS", tmp_path / "b")
+    assert train.main(["--work", str(resumed), *small]) == 2  # weights there, no --out: refused before training
+    assert "already holds trained weights; pass --out" in capsys.readouterr().err
