@@ -33,8 +33,9 @@ from .people import MOTIONS, SHIRT_COLOURS, background, check_motion, identity, 
 from .scoring import score
 
 ABLATIONS = (
-    "ground_truth", "vae_roundtrip", "base", "no_tuning", "full", "no_reference_insertion", "random_noise", "no_latent_edit",
-    "eq5_paper", "cover_frames", "retarget_off", "all_frames_64", "windows_64", "bf16", "attribute_edit",
+    "ground_truth", "vae_roundtrip", "base", "no_tuning", "full", "no_reference_insertion", "random_noise",
+    "no_latent_edit", "eq5_paper", "cover_frames", "retarget_off", "all_frames_64", "windows_64", "bf16",
+    "attribute_edit",
 )
 SIZE = models.SIZE
 TRAINING_FRAMES = 24  # the user's clip (P)

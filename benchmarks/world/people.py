@@ -178,7 +178,7 @@ def _face_template() -> tuple[np.ndarray, np.ndarray]:
     jaw_angle = np.linspace(-0.5 * np.pi, 0.5 * np.pi, 17)
     jaw = np.stack([0.82 * np.sin(jaw_angle), -0.05 + 0.95 * np.cos(jaw_angle)], axis=1)
     brows = np.stack([np.r_[np.linspace(-0.55, -0.15, 5), np.linspace(0.15, 0.55, 5)],
-                      np.r_[-0.34 - 0.05 * np.sin(np.linspace(0, np.pi, 5)), -0.34 - 0.05 * np.sin(np.linspace(0, np.pi, 5))]],
+                      np.tile(-0.34 - 0.05 * np.sin(np.linspace(0, np.pi, 5)), 2)],
                      axis=1)
     nose = np.stack([np.r_[np.zeros(4), np.linspace(-0.12, 0.12, 5)],
                      np.r_[np.linspace(-0.22, 0.18, 4), 0.24 + 0.03 * np.cos(np.linspace(-1, 1, 5))]], axis=1)
@@ -190,7 +190,8 @@ def _face_template() -> tuple[np.ndarray, np.ndarray]:
     lips = np.r_[np.stack([np.cos(outer) * 0.28, 0.5 + np.sin(outer) * 0.09], axis=1),
                  np.stack([np.cos(inner) * 0.18, 0.5 + np.sin(inner) * 0.04], axis=1)]
     points = np.r_[jaw, brows, nose, eyes, lips]
-    depth = np.r_[-0.5 * np.abs(np.sin(jaw_angle)), np.full(10, 0.35), np.r_[np.linspace(0.4, 0.6, 4), np.full(5, 0.45)],
+    depth = np.r_[-0.5 * np.abs(np.sin(jaw_angle)), np.full(10, 0.35),
+                  np.r_[np.linspace(0.4, 0.6, 4), np.full(5, 0.45)],
                   np.full(12, 0.3), np.full(20, 0.4)]
     return points, depth
 
@@ -219,7 +220,8 @@ def _smooth_noise(rng, frames: int, fps: float, amplitude: float, low=0.25, high
     """A sum of two sines of seeded frequencies (``low``..``high`` Hz), at most ``amplitude``."""
     t = np.arange(frames) / fps
     freq, phase, mix = rng.uniform(low, high, 2), rng.uniform(0, 2 * np.pi, 2), rng.uniform(0.3, 0.7)
-    return amplitude * (mix * np.sin(2 * np.pi * freq[0] * t + phase[0]) + (1 - mix) * np.sin(2 * np.pi * freq[1] * t + phase[1]))
+    return amplitude * (mix * np.sin(2 * np.pi * freq[0] * t + phase[0])
+                        + (1 - mix) * np.sin(2 * np.pi * freq[1] * t + phase[1]))
 
 
 def _motion_parameters(kind: str, frames: int, rng, fps: float) -> dict[str, np.ndarray]:
@@ -248,7 +250,8 @@ def _motion_parameters(kind: str, frames: int, rng, fps: float) -> dict[str, np.
         f = rng.uniform(0.7, 1.1)
         phase = 2 * np.pi * f * t + rng.uniform(0, 2 * np.pi)
         p["lift_r"], p["lift_l"] = 0.9 * np.maximum(0, np.sin(phase)), 0.9 * np.maximum(0, -np.sin(phase))
-        p["shoulder_r"], p["shoulder_l"] = 0.25 + 0.3 * np.maximum(0, -np.sin(phase)), 0.25 + 0.3 * np.maximum(0, np.sin(phase))
+        p["shoulder_r"] = 0.25 + 0.3 * np.maximum(0, -np.sin(phase))
+        p["shoulder_l"] = 0.25 + 0.3 * np.maximum(0, np.sin(phase))
         p["elbow_r"], p["elbow_l"] = 0.4 + 0.3 * np.maximum(0, -np.sin(phase)), 0.4 + 0.3 * np.maximum(0, np.sin(phase))
         p["y"] = -0.015 * np.abs(np.sin(phase))
     elif kind == "turn_head":
@@ -371,7 +374,8 @@ def render_frame(points: np.ndarray, person: Identity, room: np.ndarray) -> tupl
     roll = np.degrees(np.arctan2(face[16][1] - face[0][1], face[16][0] - face[0][0]))
     if person.long_hair:  # behind the body
         down = np.array([-np.sin(np.radians(roll)), np.cos(np.radians(roll))])
-        canvas.polygon([head_centre - [radius, 0], head_centre + [radius, 0], head_centre + [radius * 0.9, 0] + down * radius * 1.9,
+        canvas.polygon([head_centre - [radius, 0], head_centre + [radius, 0],
+                        head_centre + [radius * 0.9, 0] + down * radius * 1.9,
                         head_centre - [radius * 0.9, 0] + down * radius * 1.9], person.hair_rgb, "hair")
     for hip, knee, ankle, foot in ((8, 9, 10, FEET.start + 3), (11, 12, 13, FEET.start)):  # legs
         canvas.line(body[hip], body[knee], 0.3 * thick, person.trousers_rgb, "trousers")

@@ -227,7 +227,8 @@ def plot_losses(curves: dict[str, list[float]], path: Path) -> None:
     for name, losses in curves.items():
         width, height, margin = 480, 300, 50
         canvas = np.full((height, width, 3), 255, np.uint8)
-        values = np.log10(np.convolve(losses, np.ones(50) / 50, mode="valid") if len(losses) >= 50 else np.asarray(losses))
+        smooth = np.convolve(losses, np.ones(50) / 50, mode="valid") if len(losses) >= 50 else np.asarray(losses)
+        values = np.log10(smooth)
         low, high = values.min(), values.max() + 1e-9
         xs = margin + np.arange(len(values)) * (width - margin - 10) / max(1, len(values) - 1)
         ys = height - margin - (values - low) / (high - low) * (height - margin - 30)
