@@ -272,7 +272,7 @@ def test_pack_loads_and_object_info_matches(comfyui):
 
     loaded = re.search(r"seconds( \(IMPORT FAILED\))?: .*comfyui-posecrafter", log)
     assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
-    assert len([name for name in info if name.startswith("PoseCrafter")]) == 14, log[-6000:]
+    assert len([name for name in info if name.startswith("PoseCrafter")]) == 16, log[-6000:]
     check_object_info(info)
 
 
