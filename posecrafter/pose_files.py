@@ -66,10 +66,13 @@ def read_pose_file(path: str, name: str, canvas_size: tuple[int, int] | None = N
         sources = [(f"{name}/{member}", _read_bytes(os.path.join(path, member))) for member in members]
         kind = "folder"
     elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            members = sorted((m for m in archive.namelist() if m.endswith(KEYPOINT_FILE_SUFFIX)
-                              and not m.startswith("__MACOSX/")), key=natural_key)
-            sources = [(f"{name}/{member}", archive.read(member)) for member in members]
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = sorted((m for m in archive.namelist() if m.endswith(KEYPOINT_FILE_SUFFIX)
+                                  and not m.startswith("__MACOSX/")), key=natural_key)
+                sources = [(f"{name}/{member}", archive.read(member)) for member in members]
+        except (zipfile.BadZipFile, NotImplementedError) as err:  # damaged, or compressed in a way Python cannot read
+            raise ValueError(f"{name}: this zip cannot be read ({err}); zip the keypoint files again") from None
         kind = "zip"
     else:
         frames = _frames(_parse(_read_bytes(path), name), name)

@@ -129,6 +129,12 @@ def test_zips_and_folders_without_keypoint_files_are_refused(tmp_path):
         archive.writestr("poses.json", "[]")
     with pytest.raises(ValueError, match=r"photos.zip: this zip holds no OpenPose \*_keypoints.json files"):
         read_pose_file(str(tmp_path / "photos.zip"), "photos.zip", canvas_size=(64, 64))
+    with zipfile.ZipFile(tmp_path / "broken.zip", "w") as archive:  # stored uncompressed: the frame's bytes show
+        archive.writestr("f_0_keypoints.json", json.dumps(openpose_frames(1)[0]))
+    data = (tmp_path / "broken.zip").read_bytes()
+    (tmp_path / "broken.zip").write_bytes(data.replace(b'"people"', b'"peoplE"'))
+    with pytest.raises(ValueError, match=r"broken.zip: this zip cannot be read \(Bad CRC-32"):
+        read_pose_file(str(tmp_path / "broken.zip"), "broken.zip", canvas_size=(64, 64))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"empty: this folder holds no OpenPose \*_keypoints.json files"):
         read_pose_file(str(tmp_path / "empty"), "empty", canvas_size=(64, 64))
