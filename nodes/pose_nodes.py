@@ -5,7 +5,7 @@ import os
 from ..posecrafter import dwpose, pose_files, reference, skeleton
 from ..posecrafter.pose import from_pose_keypoint, interpolate_empty_frames, to_pose_keypoint
 from . import _comfy
-from .common import CATEGORY, check_frame_count, latent_samples
+from .common import CATEGORY, check_frame_count, latent_samples, validation_result
 
 MAX_CANVAS = 16384  # Load Poses' width and height
 
@@ -130,13 +130,7 @@ class LoadPoses:
     @classmethod
     def VALIDATE_INPUTS(cls, file=None, width=None, height=None):
         # Declaring 'file' turns off ComfyUI's own check that it is a listed name: pose_source refuses the rest.
-        try:
-            if file is not None:
-                pose_source(file)
-            canvas_size(width, height)
-        except ValueError as err:
-            return str(err)
-        return True
+        return validation_result(lambda: (file is None or pose_source(file), canvas_size(width, height)))
 
     @classmethod
     def IS_CHANGED(cls, file=None, **_):
@@ -213,12 +207,7 @@ class SavePoses:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix=None):
-        if filename_prefix is not None:
-            try:
-                saved_prefix(filename_prefix)
-            except ValueError as err:
-                return str(err)
-        return True
+        return filename_prefix is None or validation_result(lambda: saved_prefix(filename_prefix))
 
     def save(self, pose, filename_prefix):
         path = pose_files.write_pose_file(pose, saved_prefix(filename_prefix))
