@@ -255,3 +255,13 @@ def test_save_refuses_names_outside_the_output_folder_and_writes_nothing_for_bad
     with pytest.raises(ValueError, match="pose: has no frames"):
         cls().save([], "poses/dance")
     assert list(output_dir.iterdir()) == []
+
+
+def test_the_upload_button_script_is_served_and_names_the_node_and_its_file_input():
+    """web/load_poses_upload.js finds the node and its file list by name: a rename must change it too."""
+    from tests.comfy_pack import ROOT
+
+    pack = load_pack()
+    script = (ROOT / pack.WEB_DIRECTORY / "load_poses_upload.js").read_text()
+    assert 'const NODE = "PoseCrafterLoadPoses";' in script and "PoseCrafterLoadPoses" in pack.NODE_CLASS_MAPPINGS
+    assert 'const FILE_INPUT = "file";' in script and "file" in node("PoseCrafterLoadPoses").INPUT_TYPES()["required"]
