@@ -165,6 +165,9 @@ def pose_source(name):
     folder = _comfy.input_dir()
     if not folder:
         raise ValueError("no input folder is configured (outside ComfyUI set POSECRAFTER_INPUT_DIR)")
+    if not name:
+        raise ValueError(f"'file': no pose file chosen; put one into ComfyUI's input folder ({folder}) or upload it, "
+                         "and pick it from the list")
     path = _comfy.path_inside(folder, name)
     if path is None:
         raise ValueError(f"'file' {name!r} is not inside ComfyUI's input folder ({folder}): pick a file from the list")

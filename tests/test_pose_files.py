@@ -232,6 +232,7 @@ def test_load_refuses_files_outside_the_input_folder_and_names_missing_ones(fold
         assert message.startswith(f"'file' {name!r} is not inside ComfyUI's input folder ({input_dir})"), message
         with pytest.raises(ValueError, match="is not inside ComfyUI's input folder"):
             load(name)
+    assert cls.VALIDATE_INPUTS(file="").startswith("'file': no pose file chosen; put one into ComfyUI's input folder")
     assert cls.VALIDATE_INPUTS(file="gone.json") == (
         f"'file' 'gone.json' was not found in ComfyUI's input folder ({input_dir}): put the pose file there (or "
         "upload it) and pick it from the list")
