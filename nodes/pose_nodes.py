@@ -7,8 +7,6 @@ from ..posecrafter.pose import from_pose_keypoint, interpolate_empty_frames, to_
 from . import _comfy
 from .common import CATEGORY, check_frame_count, latent_samples, validation_result
 
-MAX_CANVAS = 16384  # Load Poses' width and height
-
 
 class DWPoseExtractor:
     DESCRIPTION = (
@@ -119,8 +117,8 @@ class LoadPoses:
         return {
             "required": {
                 "file": (names, {"tooltip": "A .json or .zip file, or a folder of OpenPose *_keypoints.json files, in ComfyUI's input folder."}),
-                "width": ("INT", {"default": 0, "min": 0, "max": MAX_CANVAS, "tooltip": "Rescale the poses to a canvas of this width (with height; 0 and 0 keep the file's canvas). OpenPose files record no canvas: give the size of the frames their poses were detected on."}),
-                "height": ("INT", {"default": 0, "min": 0, "max": MAX_CANVAS, "tooltip": "Canvas height, with width."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": "Rescale the poses to a canvas of this width (with height; 0 and 0 keep the file's canvas). OpenPose files record no canvas: give the size of the frames their poses were detected on."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": "Canvas height, with width."}),
                 "skip_first_frames": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "Frames of the file to skip before the first one loaded."}),
                 "select_every_nth": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "Load every n-th frame from there (2: half the frame rate)."}),
                 "frame_load_cap": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "At most this many frames (0 = all)."}),
@@ -128,9 +126,9 @@ class LoadPoses:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, file=None, width=None, height=None):
+    def VALIDATE_INPUTS(cls, file=None):
         # Declaring 'file' turns off ComfyUI's own check that it is a listed name: pose_source refuses the rest.
-        return validation_result(lambda: (file is None or pose_source(file), canvas_size(width, height)))
+        return file is None or validation_result(lambda: pose_source(file))
 
     @classmethod
     def IS_CHANGED(cls, file=None, **_):
@@ -179,12 +177,11 @@ def pose_source(name):
 
 def canvas_size(width, height):
     """(width, height) to rescale to, None for 0 x 0 (the file's canvas)."""
-    if width is None or height is None or (width, height) == (0, 0):
+    if (width, height) == (0, 0):
         return None
-    if not (1 <= width <= MAX_CANVAS and 1 <= height <= MAX_CANVAS):
-        raise ValueError(f"'width' and 'height' are {width} and {height}: give both, 1 to {MAX_CANVAS} (the canvas to "
-                         "rescale to, or for OpenPose files the size of the frames the poses were detected on), or 0 "
-                         "and 0")
+    if not (width > 0 and height > 0):
+        raise ValueError(f"'width' and 'height' are {width} and {height}: give both (the canvas to rescale to, or for "
+                         "OpenPose files the size of the frames the poses were detected on), or 0 and 0")
     return width, height
 
 

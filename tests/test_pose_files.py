@@ -219,8 +219,8 @@ def test_load_selects_frames_rescales_and_reports_empty_frames(folders):
     assert report == ("moves.json: 2 of 6 frames, canvas 640x480, rescaled to 320x240 (one person per frame, the "
                       "most confident); nobody in frame(s) 1 of the 2 loaded (kept as empty poses)")
     assert load("moves.json", 640, 480)[0] == frames  # already on that canvas: unchanged
-    assert node("PoseCrafterLoadPoses").VALIDATE_INPUTS(file="moves.json", width=320, height=0).startswith(
-        "'width' and 'height' are 320 and 0: give both")
+    with pytest.raises(ValueError, match="'width' and 'height' are 320 and 0: give both"):
+        load("moves.json", 320, 0)
 
 
 def test_load_refuses_files_outside_the_input_folder_and_names_missing_ones(folders, tmp_path):

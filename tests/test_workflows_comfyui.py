@@ -296,25 +296,27 @@ def test_pose_files_are_listed_uploaded_loaded_and_saved_in_comfyui(comfyui, tmp
     listed = info["PoseCrafterLoadPoses"]["input"]["required"]["file"][0]
     assert {"moves.json", "walk", uploaded} <= set(listed), listed
 
-    def load_and_save(file, width=0, height=0):
-        prompt = {
+    def prompt(file, width=0, height=0):
+        return {
             "1": {"class_type": "PoseCrafterLoadPoses", "inputs": {"file": file, "width": width, "height": height,
                   "skip_first_frames": 0, "select_every_nth": 1, "frame_load_cap": 0}},
             "2": {"class_type": "PoseCrafterSavePoses", "inputs": {"pose": ["1", 0], "filename_prefix": "poses/test"}},
         }
+
+    def load_and_save(file, width=0, height=0):
         try:
-            outputs = script.wait(server, script.submit(server, prompt), timeout=120)
+            outputs = script.wait(server, script.submit(server, prompt(file, width, height)), timeout=120)
         except SystemExit as failure:
             pytest.fail(f"{file}: {failure}\n--- ComfyUI log ---\n{log_path.read_text(errors='replace')[-6000:]}")
         return json.loads((base / "output" / outputs["2"]["text"][0]).read_text()), outputs["1"]["text"][0]
 
     assert load_and_save("moves.json")[0] == moves
-    walk, report = load_and_save("walk", SIZE, SIZE)
-    assert len(walk) == 3 and report.startswith(f"walk: 3 of 3 frames, canvas {SIZE}x{SIZE}"), report
-    assert len(load_and_save(uploaded, SIZE, SIZE)[0]) == 4
+    walk, report = load_and_save("walk", 640, 480)  # the OpenPose files' frames are 640x480
+    assert len(walk) == 3 and report.startswith("walk: 3 of 3 frames, canvas 640x480"), report
+    assert len(load_and_save(uploaded, 640, 480)[0]) == 4
     (base.parent / "outside.json").write_text(json.dumps(moves))
     with pytest.raises(SystemExit, match=r"(?s)refused the workflow \(400\).*is not inside ComfyUI's input folder"):
-        load_and_save("../outside.json")
+        script.submit(server, prompt("../outside.json"))
 
 
 def test_missing_models_are_refused_before_anything_runs(comfyui):
