@@ -2,8 +2,9 @@
 
 ComfyUI's modules (folder_paths, comfy.*) exist only inside a running ComfyUI. They are imported
 here, guarded, so the node classes also import and run in plain pytest. Without ComfyUI, progress
-goes to tqdm and model folders come from the environment variable POSECRAFTER_MODELS_DIR (a folder
-laid out like ComfyUI's models/ folder); that is what the tests use.
+goes to tqdm, model folders come from the environment variable POSECRAFTER_MODELS_DIR (a folder
+laid out like ComfyUI's models/ folder), the input and output folders from POSECRAFTER_INPUT_DIR and
+POSECRAFTER_OUTPUT_DIR; that is what the tests use.
 """
 import logging
 import os
@@ -72,15 +73,34 @@ def list_models(kind, files=True, folders=False):
 def find_model(kind, name):
     """Full path of a model by its listed name, or None. Names that climb out of the folder ('../x', an
     absolute path) are never resolved: API prompts can send any string, and only our folders are read."""
-    for root in map(os.path.normpath, model_dirs(kind)):
-        path = os.path.normpath(os.path.join(root, *name.split("/")))
-        try:
-            inside = os.path.commonpath([root, path]) == root
-        except ValueError:  # on Windows, a name on another drive
-            inside = False
-        if inside and os.path.exists(path):
+    for root in model_dirs(kind):
+        path = path_inside(root, name)
+        if path and os.path.exists(path):
             return path
     return None
+
+
+def path_inside(root, name):
+    """The path of a listed name ('sub/file.json') inside folder `root`, or None when it leads out of it."""
+    if os.path.isabs(name) or name.startswith(("/", "\\")):
+        return None
+    root = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(root, *name.split("/")))
+    try:
+        inside = os.path.commonpath([root, path]) == root
+    except ValueError:  # on Windows, a name on another drive
+        inside = False
+    return path if inside and path != root else None
+
+
+def input_dir():
+    """ComfyUI's input folder (outside ComfyUI: POSECRAFTER_INPUT_DIR), or None."""
+    return _folder_paths.get_input_directory() if IN_COMFYUI else os.environ.get("POSECRAFTER_INPUT_DIR")
+
+
+def output_dir():
+    """ComfyUI's output folder (outside ComfyUI: POSECRAFTER_OUTPUT_DIR), or None."""
+    return _folder_paths.get_output_directory() if IN_COMFYUI else os.environ.get("POSECRAFTER_OUTPUT_DIR")
 
 
 def missing_model_message(kind, name, what):

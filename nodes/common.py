@@ -48,6 +48,15 @@ def check_frame_count(count, expected, input_name, other_name):
         raise ValueError(f"'{input_name}' has {count} frames but '{other_name}' has {expected}: they must match")
 
 
+def validation_result(check):
+    """What VALIDATE_INPUTS returns for a check that raises ValueError: True, or the error's message."""
+    try:
+        check()
+    except ValueError as err:
+        return str(err)
+    return True
+
+
 def context_window_problem(context_length, context_overlap):
     """What is wrong with the Temporal Sampler's sliding-window widgets, said in their terms, or None."""
     if context_length < 0:

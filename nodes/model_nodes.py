@@ -8,7 +8,7 @@ from ..posecrafter import model as pc_model
 from ..posecrafter import tuning
 from ..posecrafter.pose import from_pose_keypoint
 from . import _comfy
-from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds
+from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds, validation_result
 from .plot import loss_curve_image
 from .pose_nodes import release_dwpose_sessions
 
@@ -250,12 +250,7 @@ class SaveTuned:
     @classmethod
     def VALIDATE_INPUTS(cls, filename=None):
         # A bad name is refused before the workflow tunes, not after; a linked name arrives as None.
-        if filename is not None:
-            try:
-                tuned_file_name(filename)
-            except ValueError as err:
-                return str(err)
-        return True
+        return filename is None or validation_result(lambda: tuned_file_name(filename))
 
     def save(self, model, filename):
         dirs = _comfy.model_dirs("posecrafter")

@@ -1,10 +1,11 @@
-"""Pose nodes: DWPose extraction, skeleton rendering, reference-frame selection and pose insertion."""
+"""Pose nodes: DWPose extraction, pose files, skeleton rendering, reference-frame selection and pose insertion."""
 import json
+import os
 
-from ..posecrafter import dwpose, reference, skeleton
+from ..posecrafter import dwpose, pose_files, reference, skeleton
 from ..posecrafter.pose import from_pose_keypoint, interpolate_empty_frames, to_pose_keypoint
 from . import _comfy
-from .common import CATEGORY, check_frame_count, latent_samples
+from .common import CATEGORY, check_frame_count, latent_samples, validation_result
 
 
 class DWPoseExtractor:
@@ -94,6 +95,137 @@ def _extractor(dirs):
 def release_dwpose_sessions():
     """Drop the cached onnxruntime sessions, and with them their GPU memory, which ComfyUI cannot free."""
     _extractors.clear()
+
+
+class LoadPoses:
+    DESCRIPTION = (
+        "Loads a pose sequence (POSE_KEYPOINT) from ComfyUI's input folder: the JSON that PoseCrafter Save Poses "
+        "and comfyui_controlnet_aux's pose saver write (a list of frames), one frame's JSON, or a folder or zip of "
+        "OpenPose *_keypoints.json files (one per frame, in the natural order of their names). Frames with nobody "
+        "in them are kept, and listed in the report."
+    )
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ("POSE_KEYPOINT", "STRING")
+    RETURN_NAMES = ("pose", "report")
+    OUTPUT_TOOLTIPS = ("One pose per selected frame.", "Frames read and kept, the canvas, and the frames with nobody in them.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        folder = _comfy.input_dir()
+        names = pose_files.list_pose_files(folder) if folder and os.path.isdir(folder) else []
+        return {
+            "required": {
+                "file": (names, {"tooltip": "A .json or .zip file, or a folder of OpenPose *_keypoints.json files, in ComfyUI's input folder."}),
+                "width": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": "Rescale the poses to a canvas of this width (with height; 0 and 0 keep the file's canvas). OpenPose files record no canvas: give the size of the frames their poses were detected on."}),
+                "height": ("INT", {"default": 0, "min": 0, "max": 16384, "tooltip": "Canvas height, with width."}),
+                "skip_first_frames": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "Frames of the file to skip before the first one loaded."}),
+                "select_every_nth": ("INT", {"default": 1, "min": 1, "max": 1000, "tooltip": "Load every n-th frame from there (2: half the frame rate)."}),
+                "frame_load_cap": ("INT", {"default": 0, "min": 0, "max": 1000000, "tooltip": "At most this many frames (0 = all)."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, file=None):
+        # Declaring 'file' turns off ComfyUI's own check that it is a listed name: pose_source refuses the rest.
+        return file is None or validation_result(lambda: pose_source(file))
+
+    @classmethod
+    def IS_CHANGED(cls, file=None, **_):
+        # A file or folder of the same name may be replaced (an upload, OpenPose run again): reload when it changes.
+        try:
+            path = pose_source(file)
+        except ValueError:
+            return ""
+        paths = [os.path.join(path, f) for f in sorted(os.listdir(path))] if os.path.isdir(path) else [path]
+        return " ".join(f"{os.path.basename(p)}:{os.stat(p).st_mtime_ns}:{os.stat(p).st_size}" for p in paths)
+
+    def load(self, file, width, height, skip_first_frames, select_every_nth, frame_load_cap):
+        canvas = canvas_size(width, height)
+        frames = pose_files.read_pose_file(pose_source(file), file, canvas)
+        selected = pose_files.select_frames(frames, skip_first_frames, select_every_nth, frame_load_cap, file)
+        poses = from_pose_keypoint(selected, file)
+        report = (f"{file}: {len(selected)} of {len(frames)} frames, canvas {frames[0]['canvas_width']}x"
+                  f"{frames[0]['canvas_height']}")
+        if canvas and any((f["canvas_width"], f["canvas_height"]) != canvas for f in selected):
+            poses = poses.on_canvas(*canvas)
+            selected = to_pose_keypoint(poses)
+            report += f", rescaled to {canvas[0]}x{canvas[1]} (one person per frame, the most confident)"
+        if poses.empty_frames:
+            report += (f"; nobody in frame(s) {', '.join(map(str, poses.empty_frames))} of the {len(selected)} "
+                       "loaded (kept as empty poses)")
+        _comfy.log.info("PoseCrafter Load Poses: %s", report)
+        return {"ui": {"text": [report]}, "result": (selected, report)}
+
+
+def pose_source(name):
+    """Full path of a pose file or folder listed by Load Poses; names outside the input folder are refused."""
+    folder = _comfy.input_dir()
+    if not folder:
+        raise ValueError("no input folder is configured (outside ComfyUI set POSECRAFTER_INPUT_DIR)")
+    if not name:
+        raise ValueError(f"'file': no pose file chosen; put one into ComfyUI's input folder ({folder}) or upload it, "
+                         "and pick it from the list")
+    path = _comfy.path_inside(folder, name)
+    if path is None:
+        raise ValueError(f"'file' {name!r} is not inside ComfyUI's input folder ({folder}): pick a file from the list")
+    if not os.path.exists(path):
+        raise ValueError(f"'file' {name!r} was not found in ComfyUI's input folder ({folder}): put the pose file "
+                         "there (or upload it) and pick it from the list")
+    return path
+
+
+def canvas_size(width, height):
+    """(width, height) to rescale to, None for 0 x 0 (the file's canvas)."""
+    if (width, height) == (0, 0):
+        return None
+    if not (width > 0 and height > 0):
+        raise ValueError(f"'width' and 'height' are {width} and {height}: give both (the canvas to rescale to, or for "
+                         "OpenPose files the size of the frames the poses were detected on), or 0 and 0")
+    return width, height
+
+
+class SavePoses:
+    DESCRIPTION = (
+        "Saves a pose sequence (POSE_KEYPOINT) to ComfyUI's output folder as a JSON list of frames, numbered like "
+        "ComfyUI's savers (poses/posecrafter_00001_.json). PoseCrafter Load Poses reads it back exactly, as do "
+        "other packs that read comfyui_controlnet_aux's pose JSON."
+    )
+    CATEGORY = CATEGORY + "/pose"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose": ("POSE_KEYPOINT", {"tooltip": "The poses to save, e.g. from a DWPose Extractor."}),
+                "filename_prefix": ("STRING", {"default": "poses/posecrafter", "tooltip": "File name in ComfyUI's output folder, optionally after subfolders; _00001_.json (the next free number) is added."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return filename_prefix is None or validation_result(lambda: saved_prefix(filename_prefix))
+
+    def save(self, pose, filename_prefix):
+        path = pose_files.write_pose_file(pose, saved_prefix(filename_prefix))
+        name = os.path.relpath(path, _comfy.output_dir()).replace(os.sep, "/")
+        _comfy.log.info("PoseCrafter: saved %d poses to %s", len(pose), path)
+        return {"ui": {"text": [name]}}
+
+
+def saved_prefix(filename_prefix):
+    """The output-folder path of a Save Poses file name prefix; prefixes leading out of the folder are refused."""
+    folder = _comfy.output_dir()
+    if not folder:
+        raise ValueError("no output folder is configured (outside ComfyUI set POSECRAFTER_OUTPUT_DIR)")
+    path = _comfy.path_inside(folder, filename_prefix.strip())
+    if path is None or filename_prefix.strip().endswith("/"):
+        raise ValueError(f"'filename_prefix' {filename_prefix!r} must be a file name inside the output folder, "
+                         "optionally after subfolders (poses/dance), without '..' or a leading '/'")
+    return path
 
 
 class PoseRender:
@@ -214,12 +346,16 @@ class PoseInserter:
 
 NODE_CLASS_MAPPINGS = {
     "PoseCrafterDWPoseExtractor": DWPoseExtractor,
+    "PoseCrafterLoadPoses": LoadPoses,
+    "PoseCrafterSavePoses": SavePoses,
     "PoseCrafterPoseRender": PoseRender,
     "PoseCrafterReferenceFrameSelector": ReferenceFrameSelector,
     "PoseCrafterPoseInserter": PoseInserter,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PoseCrafterDWPoseExtractor": "PoseCrafter DWPose Extractor",
+    "PoseCrafterLoadPoses": "PoseCrafter Load Poses",
+    "PoseCrafterSavePoses": "PoseCrafter Save Poses",
     "PoseCrafterPoseRender": "PoseCrafter Pose Render",
     "PoseCrafterReferenceFrameSelector": "PoseCrafter Reference Frame Selector",
     "PoseCrafterPoseInserter": "PoseCrafter Pose Inserter",

@@ -48,6 +48,7 @@ def test_pack_registers_every_node_with_prefix_category_and_tooltips():
         "PoseCrafterSaveTuned", "PoseCrafterLoadTuned", "PoseCrafterReferenceFrameSelector",
         "PoseCrafterPoseInserter", "PoseCrafterDDIMInverter", "PoseCrafterLatentEditor",
         "PoseCrafterTemporalSampler", "PoseCrafterSelectFrames", "PoseCrafterPoseRetarget", "PoseCrafterEvaluate",
+        "PoseCrafterLoadPoses", "PoseCrafterSavePoses",
     }
     assert set(pack.NODE_CLASS_MAPPINGS) == expected
     assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == expected

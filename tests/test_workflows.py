@@ -81,8 +81,8 @@ CORE_NODES = {
 NOTE_NODE = "MarkdownNote"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 MISSING = object()
-# PoseCrafter combos listing the user's model files: their options depend on the machine.
-FILE_COMBOS = {"checkpoint", "controlnet", "tuned_weights"}
+# PoseCrafter combos listing the user's model and pose files: their options depend on the machine.
+FILE_COMBOS = {"checkpoint", "controlnet", "tuned_weights", "file"}
 
 
 def pack_signatures():

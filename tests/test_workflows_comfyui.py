@@ -272,8 +272,51 @@ def test_pack_loads_and_object_info_matches(comfyui):
 
     loaded = re.search(r"seconds( \(IMPORT FAILED\))?: .*comfyui-posecrafter", log)
     assert loaded and not loaded.group(1), "the pack is not in 'Import times for custom nodes':\n" + log[-6000:]
-    assert len([name for name in info if name.startswith("PoseCrafter")]) == 14, log[-6000:]
+    assert len([name for name in info if name.startswith("PoseCrafter")]) == 16, log[-6000:]
     check_object_info(info)
+
+
+def test_pose_files_are_listed_uploaded_loaded_and_saved_in_comfyui(comfyui, tmp_path):
+    """Load Poses and Save Poses with ComfyUI's own folders: the picker (/object_info, what the frontend lists)
+    shows a pose JSON, a zip uploaded through ComfyUI's upload endpoint and a folder of OpenPose files; Save ->
+    Load gives back the same frames; a name outside the input folder is refused when the prompt is queued."""
+    from posecrafter.pose import to_pose_keypoint
+    from tests.test_pose import random_poses
+    from tests.test_pose_files import NAMES, openpose_frames, write_openpose
+
+    server, _, base, log_path, _ = comfyui
+    script = load_api_script()
+    moves = to_pose_keypoint(random_poses(frames=5, width=SIZE, height=SIZE))
+    (base / "input" / "moves.json").write_text(json.dumps(moves))
+    write_openpose(base / "input" / "walk", openpose_frames(3, body_points=25), NAMES)
+    write_openpose(tmp_path / "run", openpose_frames(4), NAMES)
+    shutil.make_archive(str(tmp_path / "run"), "zip", tmp_path / "run")
+    uploaded = script.upload(server, tmp_path / "run.zip")
+    info = json.loads(urllib.request.urlopen(f"{server}/object_info/PoseCrafterLoadPoses", timeout=30).read())
+    listed = info["PoseCrafterLoadPoses"]["input"]["required"]["file"][0]
+    assert {"moves.json", "walk", uploaded} <= set(listed), listed
+
+    def prompt(file, width=0, height=0):
+        return {
+            "1": {"class_type": "PoseCrafterLoadPoses", "inputs": {"file": file, "width": width, "height": height,
+                  "skip_first_frames": 0, "select_every_nth": 1, "frame_load_cap": 0}},
+            "2": {"class_type": "PoseCrafterSavePoses", "inputs": {"pose": ["1", 0], "filename_prefix": "poses/test"}},
+        }
+
+    def load_and_save(file, width=0, height=0):
+        try:
+            outputs = script.wait(server, script.submit(server, prompt(file, width, height)), timeout=120)
+        except SystemExit as failure:
+            pytest.fail(f"{file}: {failure}\n--- ComfyUI log ---\n{log_path.read_text(errors='replace')[-6000:]}")
+        return json.loads((base / "output" / outputs["2"]["text"][0]).read_text()), outputs["1"]["text"][0]
+
+    assert load_and_save("moves.json")[0] == moves
+    walk, report = load_and_save("walk", 640, 480)  # the OpenPose files' frames are 640x480
+    assert len(walk) == 3 and report.startswith("walk: 3 of 3 frames, canvas 640x480"), report
+    assert len(load_and_save(uploaded, 640, 480)[0]) == 4
+    (base.parent / "outside.json").write_text(json.dumps(moves))
+    with pytest.raises(SystemExit, match=r"(?s)refused the workflow \(400\).*is not inside ComfyUI's input folder"):
+        script.submit(server, prompt("../outside.json"))
 
 
 def test_missing_models_are_refused_before_anything_runs(comfyui):
