@@ -340,8 +340,8 @@ class DWPoseExtractor:
                 batch_size: int = 16) -> Extraction:
         """Poses of a frame batch [B, H, W, 3] float 0..1 RGB (torch or numpy).
 
-        Frames are converted and processed ``batch_size`` at a time; after each batch
-        ``callback(done, total)`` is called (an exception raised there cancels the extraction).
+        Frames are converted ``batch_size`` at a time; after each frame ``callback(done, total)`` is
+        called (an exception raised there cancels the extraction).
         A frame with nobody in it (no box, or no keypoint above the visibility score) is listed in
         ``missing_frames``; with ``fill_gaps`` its pose is interpolated from the neighbouring frames,
         otherwise it stays empty.
@@ -359,8 +359,8 @@ class DWPoseExtractor:
                 if people:
                     best = max(people, key=lambda person: person[1][person[1] >= VISIBLE_SCORE].sum())
                     points[start + offset], scores[start + offset] = best
-            if callback is not None:
-                callback(min(start + batch_size, total), total)
+                if callback is not None:
+                    callback(start + offset + 1, total)
         poses = PoseSequence(points, scores, canvas_width=width, canvas_height=height)
         missing = poses.empty_frames
         if fill_gaps and missing:

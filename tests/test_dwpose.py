@@ -236,11 +236,12 @@ def test_numpy_frames_and_frames_without_anybody(extractor):
     np.testing.assert_allclose(filled.poses.points[2], filled.poses.points[1])
 
 
-def test_progress_callback_per_batch_and_cancel(extractor):
+def test_progress_callback_per_frame_and_cancel(extractor):
+    """One call per frame, also inside a conversion batch (a node's progress bar moves frame by frame)."""
     calls = []
     extractor.extract(torch.ones(5, FRAME_H, FRAME_W, 3), callback=lambda done, total: calls.append((done, total)),
                       batch_size=2)
-    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
     class Cancelled(Exception):
         pass
@@ -252,7 +253,7 @@ def test_progress_callback_per_batch_and_cancel(extractor):
     calls.clear()
     with pytest.raises(Cancelled):
         extractor.extract(torch.ones(5, FRAME_H, FRAME_W, 3), callback=cancel, batch_size=2)
-    assert calls == [2]
+    assert calls == [1]
 
 
 def test_bad_frames_are_clear_errors(extractor):
