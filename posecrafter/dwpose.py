@@ -7,6 +7,7 @@ highest summed score (spec 9 #19).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,32 @@ def _import_onnxruntime():
             "into ComfyUI's Python, e.g. python -m pip install onnxruntime-gpu"
         ) from err
     return onnxruntime
+
+
+def onnxruntime_conflict() -> str | None:
+    """A warning when both onnxruntime distributions are installed, else None. They write the same
+    ``onnxruntime`` package, so the one installed last is what Python imports, and removing either one
+    breaks the other; the warning says which build is imported and the pip commands that leave one."""
+    installed = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(name)
+            installed.append(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if len(installed) < 2:
+        return None
+    try:
+        has_cuda = "CUDAExecutionProvider" in _import_onnxruntime().get_available_providers()
+        imported = "onnxruntime-gpu's build (it has the CUDA provider)" if has_cuda else "the CPU-only build of onnxruntime"
+    except ImportError as err:
+        imported = f"neither: importing onnxruntime fails ({err.__cause__})"
+    return (
+        "both onnxruntime and onnxruntime-gpu are installed. They share one 'onnxruntime' package, so which one "
+        f"Python imports depends on the install order; it imports {imported}. Keep one, with ComfyUI's Python: "
+        "python -m pip uninstall -y onnxruntime onnxruntime-gpu, then python -m pip install onnxruntime-gpu "
+        "(NVIDIA GPU) or python -m pip install onnxruntime (CPU only)"
+    )
 
 
 def choose_providers(available: Sequence[str], cuda_gpu: bool) -> tuple[list[str], str | None]:
