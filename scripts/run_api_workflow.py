@@ -590,12 +590,27 @@ def main(argv=None):
     options = {option: path for option, path in (("--training-video", args.training_video),
                                                   ("--driving-video", args.driving_video)) if path}
     check_files(options)
-    videos = {video_node(prompt, option[2:].split("-")[0].capitalize()): path for option, path in options.items()}
+    # the Load Video node of each video, by the first word of its title
+    videos = {video_node(prompt, {"--training-video": "Training", "--driving-video": "Driving"}[option]): path
+              for option, path in options.items()}
     if args.quick:
         make_quick(prompt)
     for setting in args.set:
         apply_setting(prompt, setting)
+    try:
+        start, python, comfyui_args = check_before_starting(args, comfyui_args, options)
+        with (started_comfyui(args.server, args.comfyui, python, comfyui_args, os.path.join(args.out, "comfyui.log"),
+                              args.start_timeout) if start else contextlib.nullcontext(args.server)) as server:
+            return run(server, prompt, videos, args)
+    except KeyboardInterrupt:
+        print("interrupted")
+        return 130
 
+
+def check_before_starting(args, comfyui_args, videos):
+    """Whether to start ComfyUI, the Python for it and its arguments, once everything that can be checked
+    before starting or uploading is right: the server or ComfyUI folder, that Python (torch, ComfyUI's
+    requirements; --cpu added when its torch sees no GPU and no device is named) and the videos."""
     start = not answers(args.server)
     if start and not args.comfyui:
         raise SystemExit(f"no ComfyUI answers at {args.server}: start ComfyUI, or pass --comfyui COMFYUI_DIR "
@@ -611,21 +626,14 @@ def main(argv=None):
     python, how = comfyui_python(args.comfyui, args.python)
     if how == "found beside ComfyUI":
         print(f"using ComfyUI's Python {python} (found beside it; --python picks another)", flush=True)
-    found = probe(python, how, requirement_names(args.comfyui) if start else None, list(options.values()))
+    found = probe(python, how, requirement_names(args.comfyui) if start else None, list(videos.values()))
     if start:
         check_comfyui_python(found, python, how, args.comfyui)
         if not found["gpu"] and not any(arg.split("=")[0] in DEVICE_OPTIONS for arg in comfyui_args):
             comfyui_args = [*comfyui_args, "--cpu"]
             print(f"torch in {python} sees no GPU: starting ComfyUI with --cpu", flush=True)
-    check_videos(found, options, python)
-
-    try:
-        with (started_comfyui(args.server, args.comfyui, python, comfyui_args, os.path.join(args.out, "comfyui.log"),
-                              args.start_timeout) if start else contextlib.nullcontext(args.server)) as server:
-            return run(server, prompt, videos, args)
-    except KeyboardInterrupt:
-        print("interrupted")
-        return 130
+    check_videos(found, videos, python)
+    return start, python, comfyui_args
 
 
 if __name__ == "__main__":
