@@ -85,6 +85,9 @@ def make_quick(prompt):
     QUICK["driving_frames"] frames of the driving video (a core Image From Batch node is put after its Get
     Video Components) and QUICK["steps"] tuning, inversion and sampling steps, tuned with the "clean" update
     rule (the "paper" rule keeps a gradient buffer as large as the model)."""
+    if not any(n["class_type"] == "LoadVideo" and "Driving" in n["_meta"]["title"] for n in prompt.values()):
+        raise SystemExit("--quick: this workflow has no driving video to shorten; --quick is for workflows (a)-(d) "
+                         "(use --set on the evaluation workflow)")
     driving = video_node(prompt, "Driving")
     (components,) = [i for i, n in prompt.items()
                      if n["class_type"] == "GetVideoComponents" and n["inputs"]["video"] == [driving, 0]]

@@ -180,6 +180,8 @@ def test_quick_shrinks_the_workflow_and_says_what_it_is(server, tmp_path, capsys
     for kind in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
         assert [i["steps"] for i in by_kind[kind]] == [script.QUICK["steps"]], kind
     assert by_kind["PoseCrafterOneShotTuner"][0]["update_rule"] == "clean"
+    with pytest.raises(SystemExit, match="^--quick: this workflow has no driving video to shorten"):
+        script.main([str(ROOT / "workflows" / "api" / "posecrafter_evaluate.json"), "--server", server, "--quick"])
 
 
 def test_script_reports_validation_errors(server, tmp_path):
