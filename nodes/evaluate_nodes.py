@@ -133,7 +133,7 @@ class Evaluate:
             pose_error.per_frame, psnr,
             "no ground truth connected: PSNR and SSIM skipped" if psnr is None else "",
         )
-        return {"ui": {"text": [report]}, "result": (report, plot)}
+        return report, plot
 
 
 def _number(value, digits=4, scientific=False):

@@ -298,16 +298,13 @@ class ReferenceFrameSelector:
             f"{choice.distances[index]:.4f}); Video-SIM {sim:.4f} over {len(target)} target poses"
         )
         _comfy.log.info("PoseCrafter: %s", report)
-        return {
-            "ui": {"text": [report]},
-            "result": (
-                {"samples": samples[index : index + 1]},
-                images[index : index + 1].clone(),
-                to_pose_keypoint(training.frame(index)),
-                index,
-                report,
-            ),
-        }
+        return (
+            {"samples": samples[index : index + 1]},
+            images[index : index + 1].clone(),
+            to_pose_keypoint(training.frame(index)),
+            index,
+            report,
+        )
 
 
 class PoseInserter:

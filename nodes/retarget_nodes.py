@@ -51,10 +51,7 @@ class PoseRetarget:
                                          names=("target_pose", "training_pose"))
         report = result.report()
         _comfy.log.info("PoseCrafter: %s", report)
-        return {
-            "ui": {"text": [report]},
-            "result": (to_pose_keypoint(result.poses), retarget_preview(driving, result.poses, training), report),
-        }
+        return to_pose_keypoint(result.poses), retarget_preview(driving, result.poses, training), report
 
 
 def preview_frames(count):

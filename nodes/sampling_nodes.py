@@ -125,7 +125,7 @@ class LatentEditor:
             out = {"samples": z_t.repeat(len(poses), 1, 1, 1), STEPS_KEY: steps, EDIT_KEY: (inversion, plan, alpha)}
         report = "\n".join(plan.report())
         _comfy.log.info("PoseCrafter latent edits (alpha %d):\n%s", alpha, report)
-        return {"ui": {"text": [report]}, "result": (out, report)}
+        return out, report
 
 
 def _only_parts(plan, face, hands):

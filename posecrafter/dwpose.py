@@ -7,6 +7,7 @@ highest summed score (spec 9 #19).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,32 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+def onnxruntime_conflict() -> str | None:
+    """A warning when both onnxruntime distributions are installed, else None. They write the same
+    ``onnxruntime`` package, so the one installed last is what Python imports, and removing either one
+    breaks the other; the warning says which build is imported and the pip commands that leave one."""
+    installed = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(name)
+            installed.append(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if len(installed) < 2:
+        return None
+    try:
+        has_cuda = "CUDAExecutionProvider" in _import_onnxruntime().get_available_providers()
+        imported = "onnxruntime-gpu's build (it has the CUDA provider)" if has_cuda else "the CPU-only build of onnxruntime"
+    except ImportError as err:
+        imported = f"neither: importing onnxruntime fails ({err.__cause__})"
+    return (
+        "both onnxruntime and onnxruntime-gpu are installed. They share one 'onnxruntime' package, so which one "
+        f"Python imports depends on the install order; it imports {imported}. Keep one, with ComfyUI's Python: "
+        "python -m pip uninstall -y onnxruntime onnxruntime-gpu, then python -m pip install onnxruntime-gpu "
+        "(NVIDIA GPU) or python -m pip install onnxruntime (CPU only)"
+    )
+
+
 def choose_providers(available: Sequence[str], cuda_gpu: bool) -> tuple[list[str], str | None]:
     """The onnxruntime execution providers to ask for, and why the CPU is used (None when CUDA is asked for).
 
@@ -340,8 +367,8 @@ class DWPoseExtractor:
                 batch_size: int = 16) -> Extraction:
         """Poses of a frame batch [B, H, W, 3] float 0..1 RGB (torch or numpy).
 
-        Frames are converted and processed ``batch_size`` at a time; after each batch
-        ``callback(done, total)`` is called (an exception raised there cancels the extraction).
+        Frames are converted ``batch_size`` at a time; after each frame ``callback(done, total)`` is
+        called (an exception raised there cancels the extraction).
         A frame with nobody in it (no box, or no keypoint above the visibility score) is listed in
         ``missing_frames``; with ``fill_gaps`` its pose is interpolated from the neighbouring frames,
         otherwise it stays empty.
@@ -359,8 +386,8 @@ class DWPoseExtractor:
                 if people:
                     best = max(people, key=lambda person: person[1][person[1] >= VISIBLE_SCORE].sum())
                     points[start + offset], scores[start + offset] = best
-            if callback is not None:
-                callback(min(start + batch_size, total), total)
+                if callback is not None:
+                    callback(start + offset + 1, total)
         poses = PoseSequence(points, scores, canvas_width=width, canvas_height=height)
         missing = poses.empty_frames
         if fill_gaps and missing:

@@ -249,7 +249,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
     video = w.add("LoadVideo", 1, train_stage, "Training video (one person)", file="training.mp4")
     training = w.add("GetVideoComponents", 1, train_stage, video=video["VIDEO"])
     if cover:
-        scaled = w.add("ImageScale", 1, train_stage, "Training frames 512x512 (all)", image=training["images"],
+        scaled = w.add("ImageScale", 1, train_stage, "All training frames, resized for the model", image=training["images"],
                        upscale_method="lanczos", width=512, height=512, crop="center")
         all_poses = w.add("PoseCrafterDWPoseExtractor", 2, train_stage, "Training poses (all frames)",
                           images=scaled["IMAGE"], fill_gaps=False)
@@ -259,7 +259,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
     else:
         select = w.add("PoseCrafterSelectFrames", 1, train_stage, "Training frames to tune on",
                        images=training["images"], frames=8, mode="uniform")
-        scaled = w.add("ImageScale", 1, train_stage, "Training frames 512x512", image=select["images"],
+        scaled = w.add("ImageScale", 1, train_stage, "Training frames, resized for the model", image=select["images"],
                        upscale_method="lanczos", width=512, height=512, crop="center")
         frames = scaled["IMAGE"]
         poses = w.add("PoseCrafterDWPoseExtractor", 2, train_stage, "Training poses", images=frames, fill_gaps=False)["pose"]
@@ -268,7 +268,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
     source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)",
                    text="a person is dancing", clip=checkpoint["CLIP"])
     if tune:
-        tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (100 steps for 8 frames)",
+        tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns your person and scene)",
                       model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
                       steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
         w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
@@ -281,7 +281,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
 
     driving_video = w.add("LoadVideo", 3, POSES_STAGE, "Driving video (the motion to follow)", file="driving.mp4")
     driving = w.add("GetVideoComponents", 3, POSES_STAGE, video=driving_video["VIDEO"])
-    driving_frames = w.add("ImageScale", 3, POSES_STAGE, "Driving frames 512x512", image=driving["images"],
+    driving_frames = w.add("ImageScale", 3, POSES_STAGE, "Driving frames, resized for the model", image=driving["images"],
                            upscale_method="lanczos", width=512, height=512, crop="center")
     target = w.add("PoseCrafterDWPoseExtractor", 3, POSES_STAGE, "Target poses", images=driving_frames["IMAGE"],
                    fill_gaps=False)
@@ -311,7 +311,7 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
                           steps=50, cfg=cfg, control_strength=1.0, context_length=context_length, context_overlap=4,
                           drop_inserted_frame=True)
     if negative:
-        sampler_inputs["negative"] = w.add("CLIPTextEncode", 0, MODELS_STAGE, "Negative prompt (empty)", text="",
+        sampler_inputs["negative"] = w.add("CLIPTextEncode", 0, MODELS_STAGE, "Negative prompt", text="",
                                            clip=checkpoint["CLIP"])["CONDITIONING"]
     sampler = w.add("PoseCrafterTemporalSampler", 5, GENERATE_STAGE, **sampler_inputs)
     decoded = w.add("VAEDecode", 5, GENERATE_STAGE, samples=sampler["latent"], vae=vae["VAE"])
@@ -343,11 +343,11 @@ def evaluate(note):
     video = w.add("LoadVideo", 1, train_stage, "Training video (one person; its last frames are the evaluation part)",
                   file="training.mp4")
     clip = w.add("GetVideoComponents", 1, train_stage, video=video["VIDEO"])
-    frames = w.add("ImageScale", 1, train_stage, "Frames 512x512", image=clip["images"], upscale_method="lanczos",
+    frames = w.add("ImageScale", 1, train_stage, "Frames, resized for the model", image=clip["images"], upscale_method="lanczos",
                    width=512, height=512, crop="center")
-    part = w.add("ImageFromBatch", 1, train_stage, "Training part: frames 0-63", image=frames["IMAGE"],
+    part = w.add("ImageFromBatch", 1, train_stage, "Training part: the first frames", image=frames["IMAGE"],
                  batch_index=0, length=64)
-    evaluation = w.add("ImageFromBatch", 1, train_stage, "Evaluation part: frames 64 to the end", image=frames["IMAGE"],
+    evaluation = w.add("ImageFromBatch", 1, train_stage, "Evaluation part: the frames after it", image=frames["IMAGE"],
                        batch_index=64, length=4096)
     select = w.add("PoseCrafterSelectFrames", 2, train_stage, "Training frames to tune on", images=part["IMAGE"],
                    frames=8, mode="uniform")
@@ -356,7 +356,7 @@ def evaluate(note):
     latent = w.add("VAEEncode", 2, train_stage, pixels=select["images"], vae=vae["VAE"])
     source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)",
                    text="a person is dancing", clip=checkpoint["CLIP"])
-    tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (100 steps for 8 frames)",
+    tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns your person and scene)",
                   model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
                   steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
     w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
@@ -378,7 +378,7 @@ def evaluate(note):
     w.add("PreviewAny", 6, REFERENCE_STAGE, "Latent edits per frame", source=editor["report"])
 
     sampler = w.add("PoseCrafterTemporalSampler", 5, GENERATE_STAGE,
-                    "Temporal Sampler (windows of 16: any length of evaluation part)", model=tuner["model"],
+                    "Temporal Sampler (in windows: any length of evaluation part)", model=tuner["model"],
                     latent=editor["latent"], pose=inserter["pose"], positive=prompt["CONDITIONING"], steps=50, cfg=1.0,
                     control_strength=1.0, context_length=16, context_overlap=4, drop_inserted_frame=True)
     decoded = w.add("VAEDecode", 5, GENERATE_STAGE, samples=sampler["latent"], vae=vae["VAE"])

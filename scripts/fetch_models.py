@@ -9,7 +9,9 @@ checksums). Each file is written to NAME.part next to its destination, resumed w
 request when a .part is already there, checked, and only then renamed into place. The check is the
 SHA-256 that Hugging Face publishes for the file where one was found, and always a format check
 (the safetensors header parses and accounts for the whole file; the ONNX graph loads). Files
-already present and correct are skipped; a file present but wrong is reported and left alone.
+already present and correct are skipped; a file present but wrong is reported and left alone, except a
+different SD1.5 checkpoint under the checkpoint's name, which is reported as usable. Files still
+missing at the end are listed with their URL and folder, to put in place by hand and check with --check.
 A folder mapped in ComfyUI's extra_model_paths.yaml counts as the file's folder too (the file is
 looked for there, and downloaded there when that section is marked is_default).
 
@@ -57,6 +59,20 @@ LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
 class FetchError(Exception):
     """A failure with a message that says what happened and what to do."""
+
+
+class ChecksumMismatch(FetchError):
+    """A file of the right format whose SHA-256 is not the published one."""
+
+
+# Tensors that make a safetensors file an SD1.5 checkpoint the pack can use, with their shapes: the UNet's
+# 4-channel input conv (not an inpainting model's 9), its cross-attention over 768-wide text (SD2: 1024) and the
+# CLIP ViT-L text encoder the workflows take from the checkpoint.
+SD15_TENSORS = {
+    "model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3],
+    "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [320, 768],
+    "cond_stage_model.transformer.text_model.final_layer_norm.weight": [768],
+}
 
 
 def model_folders(comfyui, folder):
@@ -121,6 +137,7 @@ def check_content_start(path, url):
 
 
 def check_safetensors(path):
+    """The header of a whole safetensors file; FetchError when it is not one or is cut short."""
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
         head = handle.read(8)
@@ -137,6 +154,15 @@ def check_safetensors(path):
     expected = 8 + header_len + max(ends, default=0)
     if not ends or expected != size:
         raise FetchError(f"the safetensors header describes {expected:,} bytes but the file has {size:,} (truncated?)")
+    return header
+
+
+def is_sd15_checkpoint(path):
+    try:
+        header = check_safetensors(path)
+    except FetchError:
+        return False
+    return all(header.get(key, {}).get("shape") == shape for key, shape in SD15_TENSORS.items())
 
 
 def check_onnx(path):
@@ -162,7 +188,7 @@ def verify(path, url, sha256):
     if sha256 is not None:
         actual = sha256_of(path)
         if actual != sha256:
-            raise FetchError(f"checksum mismatch: SHA-256 {actual}, expected {sha256}")
+            raise ChecksumMismatch(f"checksum mismatch: SHA-256 {actual}, expected {sha256}")
     (check_onnx if path.endswith((".onnx", ".onnx.part")) else check_safetensors)(path)
 
 
@@ -264,6 +290,9 @@ def fetch(name, folder, url, sha256, comfyui, check_only):
             try:
                 verify(path, url, sha256)
             except FetchError as err:
+                if isinstance(err, ChecksumMismatch) and folder == "checkpoints" and is_sd15_checkpoint(path):
+                    return (f"ok       {path}: a different SD1.5 checkpoint than the one in the table (its SHA-256 "
+                            f"differs); the pack can use it as well")
                 raise FetchError(f"{path} is there but wrong: {err}. Move it away (or delete it) and run again "
                                  f"to download it") from None
             return f"ok       {path}"
@@ -289,18 +318,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not os.path.isdir(os.path.join(args.comfyui, "models")):
         raise SystemExit(f"{args.comfyui} is not a ComfyUI folder (it has no models/ folder)")
-    failures = 0
+    failures, missing = 0, []
     for name, folder, url, sha256 in MODELS:
         try:
             print(fetch(name, folder, url, sha256, args.comfyui, args.check), flush=True)
         except FetchError as err:
             failures += 1
             print(f"FAILED   {name}: {err}", flush=True)
+            found_in, target = model_folders(args.comfyui, folder)
+            if not any(os.path.isfile(os.path.join(directory, name)) for directory in found_in):
+                missing.append((url, target))
         except KeyboardInterrupt:
             print(f"\ninterrupted at {name}: a partial download is kept as {name}.part; run again to resume it")
             return 130
     if failures:
         print(f"{failures} of {len(MODELS)} files are not in place")
+    if missing:
+        print("\nTo put the missing files in place by hand (e.g. downloaded on another machine), save each one "
+              "under its name into its folder:")
+        for url, target in missing:
+            print(f"  {url}\n    -> {target}{os.sep}")
+        print(f"then check them: python scripts/fetch_models.py {args.comfyui} --check")
     return 1 if failures else 0
 
 

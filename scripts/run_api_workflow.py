@@ -2,13 +2,19 @@
 """Run one of the PoseCrafter API workflows in ComfyUI and fetch what it produced.
 
     python3 scripts/run_api_workflow.py workflows/api/posecrafter_one_shot.json \
-        --training-video me_dancing.mp4 --driving-video moves.mp4 --out results/
+        --training-video me_dancing.mp4 --driving-video moves.mp4 [--quick]
 
 Uses the ComfyUI answering at --server. When none answers and --comfyui COMFYUI_DIR is given, it
-starts that ComfyUI (its main.py on 127.0.0.1, with --python or this Python; arguments after `--`
-go to main.py, e.g. `-- --cpu`), waits for it, and stops it at the end (its log: OUT/comfyui.log).
+starts that ComfyUI (its main.py on 127.0.0.1; arguments after `--` go to main.py), waits for it,
+and stops it at the end (its log: OUT/comfyui.log). ComfyUI runs with --python, else the Python of
+its virtual environment or portable build when one is found beside it, else this Python; that
+Python must import torch and have ComfyUI's requirements, and when its torch sees no GPU, --cpu is
+added (unless `--` gives a device option). Before anything is started or uploaded, the videos are
+opened with PyAV, as ComfyUI's Load Video opens them.
 
-The videos go through ComfyUI's upload endpoint into its input folder, named after their content
+--quick shrinks the workflow (small frames, few frames and steps) into a check that everything is
+set up, not a quality setting. Text reports are printed; videos are saved into --out, and preview
+images too with --previews (named after their node). The videos go through ComfyUI's upload endpoint into its input folder, named after their content
 (me_dancing-1a2b3c4d5e.mp4), so a file of the user's is never replaced and a rerun reuses the copy;
 they are put into the workflow's Load Video nodes (the one titled "Training video ..." and the one
 titled "Driving video ..."). --set changes any other input by node id, e.g.
@@ -23,6 +29,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -62,11 +69,48 @@ def upload(server, path):
     return f"{reply['subfolder']}/{reply['name']}" if reply.get("subfolder") else reply["name"]
 
 
-def set_video(prompt, title_word, filename):
-    nodes = [n for n in prompt.values() if n["class_type"] == "LoadVideo" and title_word in n["_meta"]["title"]]
+def video_node(prompt, title_word):
+    """The id of the workflow's one Load Video node whose title holds title_word ("Training", "Driving")."""
+    nodes = [i for i, n in prompt.items() if n["class_type"] == "LoadVideo" and title_word in n["_meta"]["title"]]
     if len(nodes) != 1:
         raise SystemExit(f"the workflow has no single Load Video node titled '{title_word} ...'")
-    nodes[0]["inputs"]["file"] = filename
+    return nodes[0]
+
+
+QUICK = {"size": 256, "training_frames": 4, "driving_frames": 8, "steps": 10}
+
+
+def make_quick(prompt):
+    """--quick: frames of QUICK["size"] pixels, QUICK["training_frames"] training frames, the first
+    QUICK["driving_frames"] frames of the driving video (a core Image From Batch node is put after its Get
+    Video Components) and QUICK["steps"] tuning, inversion and sampling steps, tuned with the "clean" update
+    rule (the "paper" rule keeps a gradient buffer as large as the model)."""
+    if not any(n["class_type"] == "LoadVideo" and "Driving" in n["_meta"]["title"] for n in prompt.values()):
+        raise SystemExit("--quick: this workflow has no driving video to shorten; --quick is for workflows (a)-(d) "
+                         "(use --set on the evaluation workflow)")
+    driving = video_node(prompt, "Driving")
+    (components,) = [i for i, n in prompt.items()
+                     if n["class_type"] == "GetVideoComponents" and n["inputs"]["video"] == [driving, 0]]
+    first_frames = str(max(int(i) for i in prompt) + 1)
+    for node in prompt.values():
+        inputs = node["inputs"]
+        for name, value in inputs.items():
+            if value == [components, 0]:  # the driving video's frames
+                inputs[name] = [first_frames, 0]
+        kind = node["class_type"]
+        if kind == "ImageScale":
+            inputs.update(width=QUICK["size"], height=QUICK["size"])
+        elif kind == "PoseCrafterSelectFrames":
+            inputs["frames"] = QUICK["training_frames"]
+        elif kind == "PoseCrafterOneShotTuner":
+            inputs.update(steps=QUICK["steps"], update_rule="clean")
+        elif kind in ("PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
+            inputs["steps"] = QUICK["steps"]
+    prompt[first_frames] = {"class_type": "ImageFromBatch", "_meta": {"title": "Driving frames (--quick: the first ones)"},
+                            "inputs": {"image": [components, 0], "batch_index": 0, "length": QUICK["driving_frames"]}}
+    print(f"--quick: {QUICK['size']}x{QUICK['size']} frames, {QUICK['training_frames']} training frames, the first "
+          f"{QUICK['driving_frames']} driving frames, {QUICK['steps']} steps of tuning, inversion and sampling: "
+          "a setup check, not a quality setting", flush=True)
 
 
 def apply_setting(prompt, setting):
@@ -245,10 +289,6 @@ class ProgressPrinter:
         self.socket = WebSocket(server, f"/ws?clientId={client_id}")
         self.prompt, self.shown = prompt, None
 
-    def title(self, node_id):
-        node = self.prompt.get(str(node_id), {})
-        return node.get("_meta", {}).get("title") or node.get("class_type", "")
-
     def follow(self, prompt_id, seconds):
         """Print what arrives for `seconds` (less when the prompt finishes); False once the socket is gone."""
         deadline = time.monotonic() + seconds
@@ -263,7 +303,7 @@ class ProgressPrinter:
                 if message.get("type") == "executing":
                     if data.get("node") is None:
                         return True  # the prompt is done
-                    print(f"running node {data['node']} ({self.title(data['node'])})", flush=True)
+                    print(f"running node {data['node']} ({node_title(self.prompt, data['node'])})", flush=True)
                 elif message.get("type") == "progress":
                     self.show_steps(data["value"], data["max"])
         except (OSError, ValueError) as err:
@@ -291,33 +331,125 @@ def answers(server):
     return True
 
 
-@contextlib.contextmanager
-def comfyui_server(server, comfyui, python, comfyui_args, log_path, start_timeout):
-    """The address of a ComfyUI to use: the one at `server`, else the one in `comfyui`, started on
-    127.0.0.1 at the port of `server` and stopped when the block ends."""
-    if answers(server):
-        if comfyui:
-            print(f"using the ComfyUI already running at {server} (not starting {comfyui})", flush=True)
-        yield server
+# Where ComfyUI's own Python is, relative to the ComfyUI folder: a virtual environment inside it (Linux and
+# macOS, Windows), or the Windows portable build's python_embeded beside it.
+PYTHON_PLACES = ("venv/bin/python", ".venv/bin/python", "venv/Scripts/python.exe", ".venv/Scripts/python.exe",
+                 "../python_embeded/python.exe")
+PYTHON_HELP = ("ComfyUI's Python is the one its requirements were installed with: COMFYUI_DIR/venv/bin/python or "
+               ".venv/bin/python for a virtual environment (Scripts\\python.exe on Windows), python_embeded\\python.exe "
+               "beside the ComfyUI folder of the Windows portable build, or the python of the conda environment you "
+               "installed it in")
+DEVICE_OPTIONS = ("--cpu", "--directml", "--cuda-device", "--oneapi-device-selector")
+
+# Run by the Python that runs (or would run) ComfyUI, with a JSON argument (ComfyUI's requirement names, or
+# null when ComfyUI is not to be started) and the video paths; prints what that Python has as one JSON line:
+# which requirements are missing, torch and whether it sees a GPU, and whether PyAV (which ComfyUI's Load
+# Video uses) opens each video and decodes a frame.
+PROBE = """
+import importlib.metadata, json, sys
+requirements, found = json.loads(sys.argv[1]), {"missing": [], "videos": {}}
+for name in requirements or []:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        found["missing"].append(name)
+if requirements is not None:
+    try:
+        import torch
+        found["gpu"] = torch.cuda.is_available() or torch.backends.mps.is_available()
+    except Exception as err:
+        found["torch_error"] = f"{type(err).__name__}: {err}"
+try:
+    import av
+except Exception as err:
+    found["av_error"] = f"{type(err).__name__}: {err}"
+else:
+    for path in sys.argv[2:]:
+        try:
+            with av.open(path) as container:
+                if not container.streams.video:
+                    raise ValueError("it holds no video stream")
+                if next(container.decode(video=0), None) is None:
+                    raise ValueError("no frame in it could be decoded")
+            found["videos"][path] = None
+        except Exception as err:
+            found["videos"][path] = str(err)
+print(json.dumps(found))
+"""
+
+
+def comfyui_python(comfyui, python):
+    """(the Python to run ComfyUI with, how it was chosen): --python, else one found in PYTHON_PLACES, else this one."""
+    if python:
+        return python, "--python"
+    for place in PYTHON_PLACES if comfyui else ():
+        path = os.path.normpath(os.path.join(comfyui, place))
+        if os.path.isfile(path):
+            return path, "found beside ComfyUI"
+    return sys.executable, "the Python running this script"
+
+
+def requirement_names(comfyui):
+    """The distribution names in COMFYUI/requirements.txt (options and platform-specific lines left out)."""
+    path = os.path.join(comfyui, "requirements.txt")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as handle:
+        lines = [line.split("#")[0].strip() for line in handle]
+    return [re.match(r"[A-Za-z0-9._-]+", line).group() for line in lines if line and not line.startswith("-") and ";" not in line]
+
+
+def probe(python, how, requirements, videos):
+    """What PROBE finds in `python` (requirements None: ComfyUI is not started, only the videos are checked)."""
+    try:
+        done = subprocess.run([python, "-c", PROBE, json.dumps(requirements), *videos], capture_output=True, text=True)
+    except OSError as err:
+        raise SystemExit(f"cannot run the Python {python} ({how}): {err}. {PYTHON_HELP}; give it with --python") from None
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"the Python {python} ({how}) failed to run a check ({done.stderr.strip()[-500:]}). "
+                         f"{PYTHON_HELP}; give it with --python") from None
+
+
+def check_comfyui_python(found, python, how, comfyui):
+    problems = [f"cannot import torch ({found['torch_error']})"] if "torch_error" in found else []
+    if found["missing"]:
+        problems.append(f"lacks ComfyUI's requirements {', '.join(found['missing'])}")
+    if problems:
+        raise SystemExit(f"the Python {python} ({how}) {' and '.join(problems)}, so ComfyUI cannot start with it. "
+                         f"{PYTHON_HELP}; give it with --python (or install ComfyUI's requirements into this one: "
+                         f"{python} -m pip install -r {os.path.join(comfyui, 'requirements.txt')})")
+
+
+def check_videos(found, videos, python):
+    """SystemExit naming the option of a video PyAV cannot read; a note when there was no PyAV to ask."""
+    if "av_error" in found:
+        print(f"note: the videos are not checked before upload: the Python {python} has no PyAV "
+              f"({found['av_error']}); --python with ComfyUI's Python checks them", flush=True)
         return
-    if not comfyui:
-        raise SystemExit(f"no ComfyUI answers at {server}: start ComfyUI, or pass --comfyui COMFYUI_DIR "
-                         f"to let this script start it")
-    url = urllib.parse.urlsplit(server)
-    if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost"):
-        raise SystemExit(f"--comfyui starts ComfyUI on 127.0.0.1; give --server http://127.0.0.1:PORT, not {server}")
-    if not os.path.isfile(os.path.join(comfyui, "main.py")):
-        raise SystemExit(f"--comfyui {comfyui}: no main.py there; give the ComfyUI folder")
-    port = str(url.port or 80)
+    for option, path in videos.items():
+        error = found["videos"][path]
+        if error is not None:
+            raise SystemExit(f"{option} {path}: not a video this ComfyUI can read ({error}); give a video file "
+                             f"(e.g. .mp4) that plays in a video player")
+
+
+@contextlib.contextmanager
+def started_comfyui(server, comfyui, python, comfyui_args, log_path, start_timeout):
+    """Run ComfyUI's main.py in `comfyui` with `python` on 127.0.0.1 at the port of `server` while the block
+    runs; at the end, print the peak memory it took (where /proc tells it) and stop it."""
+    port = str(urllib.parse.urlsplit(server).port or 80)
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     print(f"starting ComfyUI in {comfyui} on 127.0.0.1:{port} (log: {log_path}) ...", flush=True)
+    started = time.monotonic()
     with open(log_path, "w") as log:
         # Its own process group: Ctrl-C reaches this script only, which then cancels the job and stops ComfyUI.
         group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
         process = subprocess.Popen([python, "main.py", "--listen", "127.0.0.1", "--port", port, *comfyui_args],
                                    cwd=comfyui, stdout=log, stderr=subprocess.STDOUT, **group)
     try:
-        deadline = time.monotonic() + start_timeout
+        deadline = started + start_timeout
         while not answers(server):
             if process.poll() is not None or time.monotonic() > deadline:
                 with open(log_path, errors="replace") as log:
@@ -326,11 +458,22 @@ def comfyui_server(server, comfyui, python, comfyui_args, log_path, start_timeou
                     f"did not answer within {start_timeout:.0f} s"
                 raise SystemExit(f"ComfyUI {state}; the end of its log ({log_path}):\n{tail}")
             time.sleep(0.5)
-        print(f"ComfyUI is up at {server}", flush=True)
+        print(f"ComfyUI is up at {server} after {duration(time.monotonic() - started)}", flush=True)
         yield server
+        status = f"/proc/{process.pid}/status"
+        if os.path.isfile(status):
+            with open(status) as handle:
+                peak = re.search(r"VmHWM:\s+(\d+) kB", handle.read())
+            if peak:
+                print(f"peak memory of the ComfyUI this script started: {int(peak.group(1)) / 2**20:.1f} GiB", flush=True)
     finally:
         stop(process)
         print("stopped the ComfyUI this script started", flush=True)
+
+
+def duration(seconds):
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
 
 def stop(process):
@@ -343,30 +486,45 @@ def stop(process):
         process.wait()
 
 
-def fetch_outputs(server, outputs, out_dir):
-    """Download every file a node reported (images, videos) and print the text reports."""
+def node_title(prompt, node_id):
+    node = prompt.get(str(node_id), {})
+    return node.get("_meta", {}).get("title") or node.get("class_type", "")
+
+
+def fetch_outputs(server, outputs, prompt, out_dir, previews):
+    """Print the text reports (with their node's title) and download the files the nodes saved: videos and
+    other outputs under their own names, previews (ComfyUI's temporary images) only when `previews`, named
+    after their node, e.g. retargeted_poses_00001.png. Returns (saved paths, previews left out)."""
     os.makedirs(out_dir, exist_ok=True)
-    saved = []
+    saved, left_out = [], 0
     for node_id, ui in outputs.items():
+        title = node_title(prompt, node_id)
         for text in ui.get("text", []):
-            print(f"[node {node_id}] {text}")
-        for key in ("images", "videos", "gifs"):
-            for item in ui.get(key, []):
-                if not isinstance(item, dict) or "filename" not in item:
+            print(f"[{title}]\n{text}")
+        items = [item for key in ("images", "videos", "gifs") for item in ui.get(key, [])
+                 if isinstance(item, dict) and "filename" in item]
+        number = 0
+        for item in items:
+            name = item["filename"]
+            if item.get("type") == "temp":
+                if not previews:
+                    left_out += 1
                     continue
-                query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
-                path = os.path.join(out_dir, item["filename"])
-                with open(path, "wb") as handle:
-                    handle.write(request(server, f"/view?{query}"))
-                saved.append(path)
-    return saved
+                number += 1
+                stem = re.sub(r"[^a-z0-9]+", "_", title.split("(")[0].lower()).strip("_") or f"node_{node_id}"
+                name = f"{stem}_{number:05d}{os.path.splitext(name)[1]}"
+            query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
+            path = os.path.join(out_dir, name)
+            with open(path, "wb") as handle:
+                handle.write(request(server, f"/view?{query}"))
+            saved.append(path)
+    return saved, left_out
 
 
-def run(server, prompt, args):
-    if args.training_video:
-        set_video(prompt, "Training", upload(server, args.training_video))
-    if args.driving_video:
-        set_video(prompt, "Driving", upload(server, args.driving_video))
+def run(server, prompt, videos, args):
+    """Upload the videos into their Load Video nodes, queue the prompt, follow it, fetch what it made."""
+    for node_id, path in videos.items():
+        prompt[node_id]["inputs"]["file"] = upload(server, path)
     client_id = uuid.uuid4().hex
     try:
         progress = ProgressPrinter(server, client_id, prompt)
@@ -375,6 +533,7 @@ def run(server, prompt, args):
         progress = None
     try:
         prompt_id = submit(server, prompt, client_id)
+        queued = time.monotonic()
         print(f"queued as {prompt_id}; waiting for ComfyUI ...", flush=True)
         try:
             outputs = wait(server, prompt_id, args.timeout, progress)
@@ -385,10 +544,22 @@ def run(server, prompt, args):
     finally:
         if progress is not None:
             progress.socket.close()
-    saved = fetch_outputs(server, outputs, args.out)
+    print(f"the workflow ran in {duration(time.monotonic() - queued)}", flush=True)
+    saved, left_out = fetch_outputs(server, outputs, prompt, args.out, args.previews)
     for path in saved:
         print(f"{'video' if path.endswith(('.mp4', '.webm', '.gif')) else 'saved'} {path}")
+    if left_out:
+        print(f"({left_out} preview images not saved; --previews saves them)")
     return 0
+
+
+def check_files(options):
+    """SystemExit naming the first option whose file is not there or cannot be read."""
+    for option, path in options.items():
+        if not os.path.isfile(path):
+            raise SystemExit(f"{option} {path}: not found; give the path of an existing file")
+        if not os.access(path, os.R_OK):
+            raise SystemExit(f"{option} {path}: not readable (permissions); copy it somewhere readable or fix them")
 
 
 def main(argv=None):
@@ -400,26 +571,72 @@ def main(argv=None):
     parser.add_argument("workflow", help="an API-format workflow, e.g. workflows/api/posecrafter_one_shot.json")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address")
     parser.add_argument("--comfyui", metavar="COMFYUI_DIR", help="start this ComfyUI when none answers at --server")
-    parser.add_argument("--python", default=sys.executable, help="the Python that runs ComfyUI's main.py (default: this one)")
+    parser.add_argument("--python", help="the Python that runs ComfyUI's main.py (default: its venv's or portable "
+                                         "build's when found beside it, else this one)")
     parser.add_argument("--start-timeout", type=float, default=600, help="seconds to wait for a started ComfyUI")
     parser.add_argument("--training-video", help="the video of the person (uploaded to ComfyUI)")
     parser.add_argument("--driving-video", help="the video whose motion to follow (uploaded to ComfyUI)")
+    parser.add_argument("--quick", action="store_true", help="small frames, few frames and steps: a setup check, "
+                                                             "not a quality setting")
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE", help="change a node input")
     parser.add_argument("--out", default="posecrafter_outputs", help="folder for the fetched outputs")
+    parser.add_argument("--previews", action="store_true", help="also save the preview images, named after their node")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the result")
     args = parser.parse_args(argv)
 
-    with open(args.workflow) as handle:
-        prompt = json.load(handle)
+    check_files({"WORKFLOW": args.workflow})
+    try:
+        with open(args.workflow) as handle:
+            prompt = json.load(handle)
+    except ValueError as err:
+        raise SystemExit(f"WORKFLOW {args.workflow}: not an API-format workflow ({err}); use one of workflows/api/") from None
+    options = {option: path for option, path in (("--training-video", args.training_video),
+                                                  ("--driving-video", args.driving_video)) if path}
+    check_files(options)
+    # the Load Video node of each video, by the first word of its title
+    videos = {video_node(prompt, {"--training-video": "Training", "--driving-video": "Driving"}[option]): path
+              for option, path in options.items()}
+    if args.quick:
+        make_quick(prompt)
     for setting in args.set:
         apply_setting(prompt, setting)
     try:
-        with comfyui_server(args.server, args.comfyui, args.python, comfyui_args,
-                            os.path.join(args.out, "comfyui.log"), args.start_timeout) as server:
-            return run(server, prompt, args)
+        start, python, comfyui_args = check_before_starting(args, comfyui_args, options)
+        with (started_comfyui(args.server, args.comfyui, python, comfyui_args, os.path.join(args.out, "comfyui.log"),
+                              args.start_timeout) if start else contextlib.nullcontext(args.server)) as server:
+            return run(server, prompt, videos, args)
     except KeyboardInterrupt:
         print("interrupted")
         return 130
+
+
+def check_before_starting(args, comfyui_args, videos):
+    """Whether to start ComfyUI, the Python for it and its arguments, once everything that can be checked
+    before starting or uploading is right: the server or ComfyUI folder, that Python (torch, ComfyUI's
+    requirements; --cpu added when its torch sees no GPU and no device is named) and the videos."""
+    start = not answers(args.server)
+    if start and not args.comfyui:
+        raise SystemExit(f"no ComfyUI answers at {args.server}: start ComfyUI, or pass --comfyui COMFYUI_DIR "
+                         f"to let this script start it")
+    if start:
+        url = urllib.parse.urlsplit(args.server)
+        if url.scheme != "http" or url.hostname not in ("127.0.0.1", "localhost"):
+            raise SystemExit(f"--comfyui starts ComfyUI on 127.0.0.1; give --server http://127.0.0.1:PORT, not {args.server}")
+        if not os.path.isfile(os.path.join(args.comfyui, "main.py")):
+            raise SystemExit(f"--comfyui {args.comfyui}: no main.py there; give the ComfyUI folder")
+    elif args.comfyui:
+        print(f"using the ComfyUI already running at {args.server} (not starting {args.comfyui})", flush=True)
+    python, how = comfyui_python(args.comfyui, args.python)
+    if how == "found beside ComfyUI":
+        print(f"using ComfyUI's Python {python} (found beside it; --python picks another)", flush=True)
+    found = probe(python, how, requirement_names(args.comfyui) if start else None, list(videos.values()))
+    if start:
+        check_comfyui_python(found, python, how, args.comfyui)
+        if not found["gpu"] and not any(arg.split("=")[0] in DEVICE_OPTIONS for arg in comfyui_args):
+            comfyui_args = [*comfyui_args, "--cpu"]
+            print(f"torch in {python} sees no GPU: starting ComfyUI with --cpu", flush=True)
+    check_videos(found, videos, python)
+    return start, python, comfyui_args
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ HANG = "--hang" in sys.argv
 PORT = int(sys.argv[sys.argv.index("--port") + 1])
 queued, finished = threading.Event(), threading.Event()
 LOG = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "requests.log"), "a", buffering=1)
-LOG.write(f"pid {os.getpid()} argv {' '.join(sys.argv[1:])}\n")
+LOG.write(f"pid {os.getpid()} argv {' '.join(sys.argv[1:])}\npython {sys.executable}\n")
 
 
 def frame(opcode, payload, fin=True):

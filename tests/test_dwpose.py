@@ -2,6 +2,8 @@
 and shapes (yolox_l.onnx: images [1,3,640,640] -> [1,8400,85]; dw-ll_ucoco_384.onnx: input
 [1,3,384,288] -> simcc_x [1,133,576], simcc_y [1,133,768])."""
 import logging
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -23,6 +25,7 @@ from posecrafter.dwpose import (
     wholebody_to_openpose,
 )
 from posecrafter.pose import FACE, FEET, LEFT_HAND, RIGHT_HAND
+from tests.comfy_pack import ROOT
 
 FRAME_W, FRAME_H = 320, 240  # letterbox ratio r = 2
 PERSON_BOX = (100.0, 40.0, 180.0, 200.0)  # frame pixels
@@ -236,11 +239,12 @@ def test_numpy_frames_and_frames_without_anybody(extractor):
     np.testing.assert_allclose(filled.poses.points[2], filled.poses.points[1])
 
 
-def test_progress_callback_per_batch_and_cancel(extractor):
+def test_progress_callback_per_frame_and_cancel(extractor):
+    """One call per frame, also inside a conversion batch (a node's progress bar moves frame by frame)."""
     calls = []
     extractor.extract(torch.ones(5, FRAME_H, FRAME_W, 3), callback=lambda done, total: calls.append((done, total)),
                       batch_size=2)
-    assert calls == [(2, 5), (4, 5), (5, 5)]
+    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
 
     class Cancelled(Exception):
         pass
@@ -252,7 +256,7 @@ def test_progress_callback_per_batch_and_cancel(extractor):
     calls.clear()
     with pytest.raises(Cancelled):
         extractor.extract(torch.ones(5, FRAME_H, FRAME_W, 3), callback=cancel, batch_size=2)
-    assert calls == [2]
+    assert calls == [1]
 
 
 def test_bad_frames_are_clear_errors(extractor):
@@ -324,3 +328,22 @@ def test_missing_onnxruntime_says_what_to_install(model_dirs, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match="onnxruntime-gpu"):
         dwpose.DWPoseExtractor(model_dirs)
+
+
+def test_both_onnxruntime_builds_get_one_warning_when_the_pack_loads(tmp_path):
+    """onnxruntime-gpu's pip metadata beside this machine's onnxruntime (as a second `pip install` leaves them):
+    loading the pack as ComfyUI does logs one warning naming the build Python imports and the pip commands
+    that keep one. With onnxruntime alone (this machine), nothing."""
+    assert dwpose.onnxruntime_conflict() is None
+    info = tmp_path / "site" / "onnxruntime_gpu-1.20.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.20.1\n")
+    path = os.pathsep.join(filter(None, [str(info.parent), str(ROOT), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-c", "from tests.comfy_pack import load_pack; load_pack()"], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if "both onnxruntime and onnxruntime-gpu" in line]
+    assert warning.startswith("PoseCrafter: both onnxruntime and onnxruntime-gpu are installed.")
+    assert "it imports the CPU-only build of onnxruntime" in warning
+    assert ("python -m pip uninstall -y onnxruntime onnxruntime-gpu, then python -m pip install onnxruntime-gpu (NVIDIA GPU)"
+            " or python -m pip install onnxruntime (CPU only)") in warning

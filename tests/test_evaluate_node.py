@@ -44,8 +44,7 @@ def evaluate(*args, **kwargs):
     cls = load_pack().NODE_CLASS_MAPPINGS["PoseCrafterEvaluate"]
     with torch.inference_mode():
         out = getattr(cls(), cls.FUNCTION)(*args, **kwargs)
-    assert out["ui"]["text"] == [out["result"][0]]
-    return out["result"]
+    return out
 
 
 def table(report):

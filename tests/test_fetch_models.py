@@ -211,7 +211,12 @@ def test_no_network_and_full_disk_are_named(server, comfyui, monkeypatch, capsys
     closed.server_close()  # nothing listens there any more
     monkeypatch.setattr(fetch_models, "MODELS", [("unet.safetensors", "checkpoints", f"http://127.0.0.1:{port}/x", None)])
     assert fetch_models.main([str(comfyui)]) == 1
-    assert f"cannot reach 127.0.0.1:{port}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"cannot reach 127.0.0.1:{port}" in out
+    # the offline way: each missing file's URL and folder, then the check
+    target = comfyui / "models" / "checkpoints"
+    assert f"save each one under its name into its folder:\n  http://127.0.0.1:{port}/x\n    -> {target}{os.sep}\n" in out
+    assert f"then check them: python scripts/fetch_models.py {comfyui} --check" in out
 
     serve(monkeypatch, server, [("unet.safetensors", "checkpoints", BIG, True)])
     monkeypatch.setattr(fetch_models.shutil, "disk_usage", lambda path: type("usage", (), {"free": 1000})())
@@ -237,6 +242,32 @@ def test_files_already_present_are_verified_not_downloaded(server, comfyui, monk
     assert fetch_models.main([str(comfyui)]) == 1
     assert "unet.safetensors is there but wrong: checksum mismatch" in capsys.readouterr().out
     assert (comfyui / "models" / "checkpoints" / "unet.safetensors").read_bytes() == wrong  # left alone
+
+
+def test_a_different_sd15_checkpoint_is_reported_usable(server, comfyui, monkeypatch, capsys):
+    """README: any SD1.5 checkpoint works. One under the table's name is 'ok', said to be another checkpoint; a
+    file of another model (SD2's 1024-wide text) under that name is still wrong."""
+    def checkpoint(text_width):
+        shapes = {**fetch_models.SD15_TENSORS,
+                  "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": [320, text_width]}
+        header, offset = {}, 0
+        for key, shape in shapes.items():
+            size = 2 * int(np.prod(shape))
+            header[key] = {"dtype": "F16", "shape": shape, "data_offsets": [offset, offset + size]}
+            offset += size
+        header = json.dumps(header).encode()
+        return struct.pack("<Q", len(header)) + header + bytes(offset)
+
+    serve(monkeypatch, server, [("sd15.safetensors", "checkpoints", BIG, True)])
+    (comfyui / "models" / "checkpoints").mkdir()
+    mine = comfyui / "models" / "checkpoints" / "sd15.safetensors"
+    mine.write_bytes(checkpoint(768))
+    assert fetch_models.main([str(comfyui), "--check"]) == 0
+    assert f"ok       {mine}: a different SD1.5 checkpoint than the one in the table" in capsys.readouterr().out
+    mine.write_bytes(checkpoint(1024))
+    assert fetch_models.main([str(comfyui), "--check"]) == 1
+    assert "sd15.safetensors is there but wrong: checksum mismatch" in capsys.readouterr().out
+    assert Files.requests == []
 
 
 def test_extra_model_paths_are_searched_and_is_default_receives_downloads(server, comfyui, monkeypatch, tmp_path):

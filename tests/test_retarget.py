@@ -340,7 +340,7 @@ def node():
 def test_node_outputs_the_engine_result_a_preview_and_the_report():
     training, driving = training_person(), driving_person()
     pose, preview, report = node().retarget(to_pose_keypoint(driving), to_pose_keypoint(training), "bones", "auto",
-                                            0.0)["result"]
+                                            0.0)
     expected = retarget_poses(from_pose_keypoint(to_pose_keypoint(driving)), from_pose_keypoint(to_pose_keypoint(training)),
                               names=("target_pose", "training_pose"))
     assert pose == to_pose_keypoint(expected.poses)
@@ -355,13 +355,13 @@ def test_node_preview_of_a_long_video_shows_evenly_spaced_frames_first_and_last_
     long_driving = replace(driving, points=np.concatenate([driving.points] * 20), scores=np.concatenate([driving.scores] * 20))
     frames = len(long_driving)
     _, preview, _ = node().retarget(to_pose_keypoint(long_driving), to_pose_keypoint(training), "off", "auto",
-                                    0.0)["result"]
+                                    0.0)
     assert frames > 32 and preview.shape[0] == 32
     pack = load_pack()
     shown = pack.nodes.retarget_nodes.preview_frames(frames)
     assert shown[0] == 0 and shown[-1] == frames - 1 and len(set(shown)) == 32
     assert max(np.diff(shown)) - min(np.diff(shown)) <= 1  # evenly spaced
-    _, short, _ = node().retarget(to_pose_keypoint(driving), to_pose_keypoint(training), "off", "auto", 0.0)["result"]
+    _, short, _ = node().retarget(to_pose_keypoint(driving), to_pose_keypoint(training), "off", "auto", 0.0)
     for i, frame in enumerate(shown):  # each panel is the frame it says it is
         assert torch.equal(preview[i], short[frame % FRAMES])
 

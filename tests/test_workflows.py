@@ -2,6 +2,7 @@
 widget values match each node's widgets, and each API-format twin says the same as its UI workflow."""
 import importlib.util
 import json
+import re
 
 import pytest
 
@@ -481,3 +482,18 @@ def test_evaluate_workflow_follows_the_papers_protocol():
     shown = {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 0]}
     assert shown == {"PreviewAny"}
     assert {n["class_type"] for n in api.values() for value in n["inputs"].values() if value == [evaluate_id, 1]} == {"PreviewImage"}
+
+
+@pytest.mark.parametrize("path", sorted(API_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_titles_say_what_a_node_is_for_not_its_widget_values(path):
+    """A title holding a value ("Frames 512x512", "Tuner (100 steps)") is wrong once the widget or --set changes it."""
+    for node_id, node in json.loads(path.read_text()).items():
+        title = node["_meta"]["title"]
+        for name, value in node["inputs"].items():
+            if isinstance(value, (list, bool)) or value == "":
+                continue
+            shown = {str(value), str(int(value))} if isinstance(value, float) and value.is_integer() else {str(value)}
+            edge = r"[\d.]" if isinstance(value, (int, float)) else r"[\w.]"  # 512 shows in "512x512"
+            for text in shown:
+                assert not re.search(rf"(?<!{edge}){re.escape(text)}(?!{edge})", title, re.IGNORECASE), \
+                    f"{path.name} node {node_id} '{title}' shows {name}={value!r}"

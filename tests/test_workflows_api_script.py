@@ -2,21 +2,46 @@
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.comfy_pack import ROOT, load_api_script
 
 
+def write_video(path, frames=3, seed=0):
+    """A small real video (MPEG-4 part 2 in .mp4), which PyAV reads as ComfyUI's Load Video does."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 8, (32, 32))
+    for frame in np.random.default_rng(seed).integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+ONE_SHOT = ROOT / "workflows" / "api" / "posecrafter_one_shot.json"
+
+
+def node_titled(title, workflow=ONE_SHOT):
+    (node_id,) = [i for i, n in json.loads(workflow.read_text()).items() if n["_meta"]["title"] == title]
+    return node_id
+
+
 class FakeComfyUI(BaseHTTPRequestHandler):
-    """Accepts uploads and one prompt, reports a finished run with a video and a text output."""
+    """Accepts uploads and one prompt, reports a finished run with a video, two previews and a text output."""
 
     uploads, prompts, fail, partial, cancelled, interrupted = [], [], False, False, [], False
 
@@ -35,7 +60,8 @@ class FakeComfyUI(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if self.path == "/upload/image":
             name = body.split(b'filename="')[1].split(b'"')[0].decode()
-            self.uploads.append((name, re.search(rb"VIDEO-BYTES-[\w.]+", body).group().decode()))
+            content = body.split(b"\r\n\r\n", 1)[1].split(b"\r\n--")[0]
+            self.uploads.append((name, hashlib.sha256(content).hexdigest()))
             self.reply(200, {"name": name, "subfolder": "", "type": "input"})
         elif self.path == "/prompt":
             prompt = json.loads(body)["prompt"]
@@ -56,14 +82,16 @@ class FakeComfyUI(BaseHTTPRequestHandler):
             messages = [["execution_interrupted", {"node_id": "16", "node_type": "PoseCrafterOneShotTuner"}]]
             self.reply(200, {"p1": {"outputs": {}, "status": {"status_str": "error", "completed": False, "messages": messages}}})
         elif self.path == "/history/p1":
+            previews = [{"filename": f"ComfyUI_temp_qwert_0000{i}_.png", "subfolder": "", "type": "temp"} for i in (1, 2)]
             outputs = {
-                "25": {"images": [{"filename": "PoseCrafter_00001_.mp4", "subfolder": "posecrafter", "type": "output"}], "animated": [True]},
-                "18": {"text": ["reference frame 3 of 8"]},
+                "34": {"images": [{"filename": "PoseCrafter_00001_.mp4", "subfolder": "posecrafter", "type": "output"}], "animated": [True]},
+                node_titled("Reference frame and Video-SIM"): {"text": ["reference frame 3 of 8"]},
+                node_titled("Retargeted poses (driving | on your body)"): {"images": previews},
             }
             self.reply(200, {"p1": {"outputs": outputs, "status": {"status_str": "success", "completed": True, "messages": []}}})
         elif self.path.startswith("/view?"):
-            assert "filename=PoseCrafter_00001_.mp4" in self.path and "subfolder=posecrafter" in self.path
-            self.reply(200, b"MP4DATA", "video/mp4")
+            query = parse_qs(urlsplit(self.path).query)
+            self.reply(200, f"DATA of {query['filename'][0]} in {query['type'][0]}".encode(), "application/octet-stream")
         else:
             self.reply(404, {})
 
@@ -81,26 +109,79 @@ def server():
 
 
 def test_script_uploads_submits_and_fetches(server, tmp_path, capsys):
-    training, driving = tmp_path / "me.mp4", tmp_path / "moves.mp4"
-    training.write_bytes(b"VIDEO-BYTES-me.mp4")
-    driving.write_bytes(b"VIDEO-BYTES-moves.mp4")
-    workflow = ROOT / "workflows" / "api" / "posecrafter_one_shot.json"
-    api = json.loads(workflow.read_text())
-    text_node = next(i for i, n in api.items() if n["_meta"]["title"] == "Target prompt")
+    training, driving = write_video(tmp_path / "me.mp4"), write_video(tmp_path / "moves.mp4", seed=1)
+    text_node = node_titled("Target prompt")
     code = load_api_script().main([
-        str(workflow), "--server", server, "--training-video", str(training), "--driving-video", str(driving),
+        str(ONE_SHOT), "--server", server, "--training-video", str(training), "--driving-video", str(driving),
         "--set", f'{text_node}.text=a person in a red dress', "--out", str(tmp_path / "out"),
     ])
     assert code == 0
     # uploaded under names made from their content: a user's own me.mp4 in ComfyUI's input folder stays
-    names = {path.name: f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:10]}.mp4" for path in (training, driving)}
-    assert FakeComfyUI.uploads == [(names["me.mp4"], "VIDEO-BYTES-me.mp4"), (names["moves.mp4"], "VIDEO-BYTES-moves.mp4")]
+    names = {path.name: f"{path.stem}-{sha(path)[:10]}.mp4" for path in (training, driving)}
+    assert FakeComfyUI.uploads == [(names["me.mp4"], sha(training)), (names["moves.mp4"], sha(driving))]
     (prompt,) = FakeComfyUI.prompts
     videos = {n["_meta"]["title"].split()[0]: n["inputs"]["file"] for n in prompt.values() if n["class_type"] == "LoadVideo"}
     assert videos == {"Training": names["me.mp4"], "Driving": names["moves.mp4"]}
     assert prompt[text_node]["inputs"]["text"] == "a person in a red dress"
-    assert (tmp_path / "out" / "PoseCrafter_00001_.mp4").read_bytes() == b"MP4DATA"
-    assert "reference frame 3 of 8" in capsys.readouterr().out
+    assert (tmp_path / "out" / "PoseCrafter_00001_.mp4").read_bytes() == b"DATA of PoseCrafter_00001_.mp4 in output"
+    out = capsys.readouterr().out
+    assert out.count("reference frame 3 of 8") == 1 and "[Reference frame and Video-SIM]\nreference frame 3 of 8" in out
+    # previews (ComfyUI's temporary images) are left on the server unless asked for
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["PoseCrafter_00001_.mp4"]
+    assert "(2 preview images not saved; --previews saves them)" in out
+    assert "the workflow ran in " in out
+
+
+def test_previews_are_saved_named_after_their_node(server, tmp_path):
+    out = tmp_path / "out"
+    assert load_api_script().main([str(ONE_SHOT), "--server", server, "--out", str(out), "--previews"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "PoseCrafter_00001_.mp4", "retargeted_poses_00001.png", "retargeted_poses_00002.png"]
+    assert (out / "retargeted_poses_00002.png").read_bytes() == b"DATA of ComfyUI_temp_qwert_00002_.png in temp"
+
+
+def test_videos_are_checked_before_anything_is_uploaded(server, tmp_path):
+    """A missing file, and a text file named .mp4 (ComfyUI would fail on it only after loading the models, naming
+    its uploaded copy): each is refused naming the option, and nothing is uploaded or queued."""
+    training = write_video(tmp_path / "me.mp4")
+    script = load_api_script()
+    with pytest.raises(SystemExit, match=f"^--driving-video {tmp_path / 'gone.mp4'}: not found; give the path of an"):
+        script.main([str(ONE_SHOT), "--server", server, "--training-video", str(training),
+                     "--driving-video", str(tmp_path / "gone.mp4")])
+    text = tmp_path / "notes.mp4"
+    text.write_text("shopping list\n")
+    with pytest.raises(SystemExit, match=f"^--driving-video {text}: not a video this ComfyUI can read \\(.*Invalid data"):
+        script.main([str(ONE_SHOT), "--server", server, "--training-video", str(training), "--driving-video", str(text)])
+    with pytest.raises(SystemExit, match="^WORKFLOW .*nothing.json: not found"):
+        script.main([str(tmp_path / "nothing.json"), "--server", server])
+    assert FakeComfyUI.uploads == [] and FakeComfyUI.prompts == []
+
+
+def test_quick_shrinks_the_workflow_and_says_what_it_is(server, tmp_path, capsys):
+    script = load_api_script()
+    assert script.main([str(ONE_SHOT), "--server", server, "--out", str(tmp_path / "out"), "--quick"]) == 0
+    assert "a setup check, not a quality setting" in capsys.readouterr().out
+    (prompt,) = FakeComfyUI.prompts
+    original = json.loads(ONE_SHOT.read_text())
+    (added,) = set(prompt) - set(original)
+    components = prompt[added]["inputs"]["image"][0]
+    assert prompt[components]["class_type"] == "GetVideoComponents"
+    assert prompt[components]["inputs"]["video"] == [node_titled("Driving video (the motion to follow)"), 0]
+    assert prompt[added]["class_type"] == "ImageFromBatch"
+    assert prompt[added]["inputs"] | {"image": None} == {"image": None, "batch_index": 0, "length": script.QUICK["driving_frames"]}
+    readers = [i for i, n in prompt.items() if [components, 0] in n["inputs"].values()]
+    assert readers == [added], "every reader of the driving frames reads the first ones only"
+    by_kind = {}
+    for node in prompt.values():
+        by_kind.setdefault(node["class_type"], []).append(node["inputs"])
+    assert all(i["width"] == i["height"] == script.QUICK["size"] for i in by_kind["ImageScale"])
+    (select,) = by_kind["PoseCrafterSelectFrames"]
+    assert select["frames"] == script.QUICK["training_frames"]
+    for kind in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
+        assert [i["steps"] for i in by_kind[kind]] == [script.QUICK["steps"]], kind
+    assert by_kind["PoseCrafterOneShotTuner"][0]["update_rule"] == "clean"
+    with pytest.raises(SystemExit, match="^--quick: this workflow has no driving video to shorten"):
+        script.main([str(ROOT / "workflows" / "api" / "posecrafter_evaluate.json"), "--server", server, "--quick"])
 
 
 def test_script_reports_validation_errors(server, tmp_path):
@@ -152,9 +233,8 @@ def test_script_starts_comfyui_prints_progress_and_stops_it(tmp_path, capsys):
     """--comfyui when nothing answers: started on 127.0.0.1 at --server's port, progress read from its
     WebSocket (a ping answered, 16-bit lengths, a fragmented message, a binary one skipped), stopped after."""
     comfyui, port = stand_in_comfyui(tmp_path), free_port()
-    training = tmp_path / "me.mp4"
-    training.write_bytes(b"VIDEO-BYTES-me.mp4")
-    workflow = ROOT / "workflows" / "api" / "posecrafter_one_shot.json"
+    training = write_video(tmp_path / "me.mp4")
+    workflow = ONE_SHOT
     code = load_api_script().main([
         str(workflow), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
         "--training-video", str(training), "--out", str(tmp_path / "out"), "--", "--cpu",
@@ -167,8 +247,9 @@ def test_script_starts_comfyui_prints_progress_and_stops_it(tmp_path, capsys):
     assert "step 1/9" not in out  # another prompt's progress
     assert f"video {tmp_path / 'out' / 'PoseCrafter_00001_.mp4'}" in out
     assert "stopped the ComfyUI this script started" in out
+    assert "peak memory of the ComfyUI this script started: " in out
     log = (comfyui / "requests.log").read_text()
-    assert f"argv --listen 127.0.0.1 --port {port} --cpu" in log
+    assert f"argv --listen 127.0.0.1 --port {port} --cpu\npython {sys.executable}\n" in log  # --cpu given once
     assert "pong opcode 10 masked True payload hi" in log
     pid = int(log.split()[1])
     assert process_gone(pid)
@@ -179,8 +260,8 @@ def test_ctrl_c_cancels_the_job_and_stops_the_started_comfyui(tmp_path, capsys):
     comfyui, port = stand_in_comfyui(tmp_path), free_port()
     log = comfyui / "requests.log"
 
-    def press_ctrl_c():  # once the job runs and its progress has been sent
-        deadline = time.monotonic() + 30
+    def press_ctrl_c():  # once the job runs and its progress has been sent (slow on a busy machine)
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not (log.exists() and "sent progress" in log.read_text()):
             time.sleep(0.05)
         time.sleep(0.3)
@@ -209,3 +290,52 @@ def test_script_says_how_to_get_a_server(tmp_path):
     (tmp_path / "main.py").write_text("import sys; print('broken install'); sys.exit(3)")
     with pytest.raises(SystemExit, match="(?s)ComfyUI exited with code 3.*broken install"):
         load_api_script().main([workflow, "--server", server, "--comfyui", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+def test_comfyuis_own_python_is_found_and_cpu_added_without_a_gpu(tmp_path, capsys):
+    """No --python: the python of a venv inside the ComfyUI folder runs it (said so); this machine's torch sees no
+    GPU and `--` names no device, so --cpu is added (said so), where ComfyUI would stop on "Torch not compiled
+    with CUDA enabled"."""
+    import torch
+
+    assert not torch.cuda.is_available()
+    comfyui, port = stand_in_comfyui(tmp_path), free_port()
+    (comfyui / "requirements.txt").write_text("# what this ComfyUI needs\ntorch\nnumpy>=1.25.0\npywin32; sys_platform == 'win32'\n")
+    venv_python = comfyui / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    code = load_api_script().main([str(ONE_SHOT), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
+                                   "--out", str(tmp_path / "out")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"using ComfyUI's Python {venv_python} (found beside it; --python picks another)" in out
+    assert f"torch in {venv_python} sees no GPU: starting ComfyUI with --cpu" in out
+    assert f"argv --listen 127.0.0.1 --port {port} --cpu\npython {venv_python}\n" in (comfyui / "requests.log").read_text()
+
+
+def test_a_python_without_comfyuis_requirements_is_refused_before_starting(tmp_path):
+    """A real Python that has neither torch nor ComfyUI's requirements (this one without its site-packages):
+    the message names that Python and where ComfyUI's own is, and ComfyUI is not started."""
+    comfyui, port = stand_in_comfyui(tmp_path), free_port()
+    (comfyui / "requirements.txt").write_text("torch\nSQLAlchemy>=2.0\n")
+    bare = tmp_path / "bare_python"
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    with pytest.raises(SystemExit) as refused:
+        load_api_script().main([str(ONE_SHOT), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
+                                "--python", str(bare), "--out", str(tmp_path / "out")])
+    message = str(refused.value)
+    assert message.startswith(f"the Python {bare} (--python) cannot import torch (ModuleNotFoundError: No module named "
+                              "'torch') and lacks ComfyUI's requirements torch, SQLAlchemy, so ComfyUI cannot start")
+    assert "COMFYUI_DIR/venv/bin/python" in message and "python_embeded" in message and "give it with --python" in message
+    assert not (comfyui / "requests.log").exists()
+
+
+def test_a_non_video_is_refused_before_comfyui_starts(tmp_path):
+    comfyui, port = stand_in_comfyui(tmp_path), free_port()
+    text = tmp_path / "text_as_video.mp4"
+    text.write_text("not a video")
+    with pytest.raises(SystemExit, match=f"^--training-video {text}: not a video this ComfyUI can read"):
+        load_api_script().main([str(ONE_SHOT), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
+                                "--training-video", str(text), "--out", str(tmp_path / "out")])
+    assert not (comfyui / "requests.log").exists()

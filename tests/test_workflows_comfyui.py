@@ -265,6 +265,47 @@ def test_script_starts_comfyui_makes_the_video_and_stops_it(tmp_path):
     assert not load_api_script().answers(server), "the started ComfyUI is still running"
 
 
+def test_quick_run_makes_a_short_video_and_prints_its_time(tmp_path, capsys):
+    """README's --quick command, as a newcomer runs it (no option for ComfyUI but the test's folders): real-size
+    SD1.5 files with random weights, the DWPose stand-ins. It makes a video of the first QUICK driving frames at
+    QUICK size and prints how long the workflow ran and the peak memory of its ComfyUI (README's figures)."""
+    import re
+
+    script = load_api_script()
+    base = tmp_path / "base"
+    for folder in ("input", "output", "custom_nodes", "user"):
+        (base / folder).mkdir(parents=True)
+    (base / "custom_nodes" / "comfyui-posecrafter").symlink_to(ROOT, target_is_directory=True)
+    training, driving = tmp_path / "me.mp4", tmp_path / "moves.mp4"
+    write_video(training, script.QUICK["training_frames"], seed=0)
+    write_video(driving, script.QUICK["driving_frames"] + 2, seed=1)
+    server, out = f"http://127.0.0.1:{free_port()}", tmp_path / "out"
+    try:
+        write_models(base / "models")
+        code = script.main([
+            str(API / "posecrafter_one_shot.json"), "--comfyui", COMFYUI, "--python", PYTHON, "--server", server,
+            "--training-video", str(training), "--driving-video", str(driving), "--out", str(out), "--quick",
+            "--", "--database-url", "sqlite:///:memory:", "--base-directory", str(base),
+        ])
+    finally:
+        shutil.rmtree(base / "models", ignore_errors=True)
+    printed = capsys.readouterr().out
+    log = (out / "comfyui.log").read_text(errors="replace")[-6000:] if (out / "comfyui.log").exists() else ""
+    assert code == 0, printed[-3000:] + log
+    assert "a setup check, not a quality setting" in printed
+    ran = re.search(r"^the workflow ran in (?:(\d+) min )?(\d+) s$", printed, re.MULTILINE)
+    peak = re.search(r"^peak memory of the ComfyUI this script started: ([\d.]+) GiB$", printed, re.MULTILINE)
+    assert ran and peak, printed[-3000:]
+    seconds = 60 * int(ran.group(1) or 0) + int(ran.group(2))
+    with capsys.disabled():
+        print(f"\n--quick in ComfyUI: the workflow ran {seconds} s, ComfyUI's peak memory {peak.group(1)} GiB")
+    (video,) = out.glob("*.mp4")
+    frames, _ = read_video(video)
+    size = script.QUICK["size"]
+    assert len(frames) == script.QUICK["driving_frames"] and frames[0].shape == (size, size, 3)
+    assert not script.answers(server), "the started ComfyUI is still running"
+
+
 def test_pack_loads_and_object_info_matches(comfyui):
     server, info, base, log_path, _ = comfyui
     log = log_path.read_text(errors="replace")
