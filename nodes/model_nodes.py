@@ -163,18 +163,17 @@ class OneShotTuner:
         poses = from_pose_keypoint(pose, "pose")
         check_frame_count(len(poses), frames, "pose", "latent")
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
-        total = steps or tuning.paper_steps(frames)
-        progress = _comfy.Progress(total, "PoseCrafter tuning")
-
-        def callback(step, loss):
-            progress.update(step, loss=f"{loss:.4f}")
-
         _comfy.free_memory_for_heavy_work()
         release_dwpose_sessions()
         device = _comfy.torch_device()
         check_gpu_memory(device, "PoseCrafter tuning", *_tuning_estimates(
             frames, latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE, update_rule,
             gradient_checkpointing, model.model.dtype))
+        progress = _comfy.Progress(steps or tuning.paper_steps(frames), "PoseCrafter tuning")
+
+        def callback(step, loss):
+            progress.update(step, loss=f"{loss:.4f}")
+
         module = model.activate(device)
         try:
             # ComfyUI runs nodes under inference_mode; training needs autograd and tensors made outside it.
