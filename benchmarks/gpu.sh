@@ -35,9 +35,10 @@ else
     # windows 16/4 for M = 16, 100, 1000 (1 step); sampling M = 16, 64, 100 plain and windowed (10 steps each,
     # 50-step seconds extrapolated); tuning 8-frame clips, both rules, with/without gradient checkpointing
     # (10 steps each); fp16/bf16 deviation; channels-last and torch.compile against the default (last: compiling
-    # is the slowest and least certain part).
+    # is the slowest and least certain part). --estimate: posecrafter/memory.py's estimate and measured / estimate
+    # beside every peak (the first part's peaks also hold the stock UNet + ControlNet, 2.4 GB in fp16).
     options=(--device cuda --dtype fp16 --size 512 --steps 10 --frames 16 64 100 --memory-frames 16 100 1000
-             --tune-steps 10 --channels-last --compile)
+             --tune-steps 10 --channels-last --compile --estimate)
     if [ -n "${COMFYUI_PATH:-}" ]; then
         options+=(--comfyui "$COMFYUI_PATH")
     fi

@@ -43,6 +43,7 @@ from diffusers import AutoencoderKL, StableDiffusionControlNetPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from posecrafter import memory  # noqa: E402
 from posecrafter.loading import load_controlnet, load_unet  # noqa: E402
 from posecrafter.model import PoseCrafterModel, to_model_space  # noqa: E402
 from posecrafter.sampling import sample  # noqa: E402
@@ -217,40 +218,56 @@ def per_frame_step(stock, model, frames, size, steps, device, comfy_peer):
     return result
 
 
-def sampling_run(model, frames, size, steps, device, context_length, context_overlap):
+def estimate_gb(estimate, *args, **kwargs):
+    """posecrafter/memory.py's estimate (GB) of a run measured here, or its error: printed beside the measured
+    peak so the first GPU run calibrates the estimator (``--estimate``)."""
+    try:
+        return {"estimate_gb": estimate(*args, **kwargs) / 2**30}
+    except Exception as error:  # recorded; the measurement stands without it
+        return {"estimate_error": f"{type(error).__name__}: {error}"}
+
+
+def sampling_run(model, frames, size, steps, device, context_length, context_overlap, estimate=False):
     latents, poses, text = inputs(frames, size, device, model.text_width)
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) as peak:
         seconds, out = timed(device, lambda: sample(model, latents, poses, text, steps=steps,
                                                      context_length=context_length, context_overlap=context_overlap))
     if not torch.isfinite(out).all():
         raise RuntimeError(f"sampling {frames} frames produced non-finite latents")
-    return {"frames": frames, "windows": context_length is not None, "steps": steps,
-            "seconds_per_step": seconds / steps, "peak_memory_gb": memory.peak / 2**30}
+    result = {"frames": frames, "windows": context_length is not None, "steps": steps,
+              "seconds_per_step": seconds / steps, "peak_memory_gb": peak.peak / 2**30}
+    if estimate:
+        result.update(estimate_gb(memory.sampling_peak, frames, size, size, context_length=context_length,
+                                  context_overlap=context_overlap, dtype=model.dtype))
+    return result
 
 
-def memory_in_video_length(model, frame_counts, size, device, context_length, context_overlap):
+def memory_in_video_length(model, frame_counts, size, device, context_length, context_overlap, estimate=False):
     """Peak memory of one windowed sampling step for each video length M (+ the reference), and the slope of
     a straight line through them in KB per frame: what grows with the video once the windows bound the rest.
     One unmeasured run first, so one-time allocations (buffers, caches) do not count as growth."""
     sampling_run(model, frame_counts[0] + 1, size, 1, device, context_length, context_overlap)
-    runs = [sampling_run(model, m + 1, size, 1, device, context_length, context_overlap) for m in frame_counts]
+    runs = [sampling_run(model, m + 1, size, 1, device, context_length, context_overlap, estimate) for m in frame_counts]
     slope = np.polyfit([r["frames"] for r in runs], [r["peak_memory_gb"] * 2**30 for r in runs], 1)[0]
     return {"runs": runs, "slope_kb_per_frame": slope / 1024,
             "latents_kb_per_frame": 4 * (size // 8) ** 2 * 4 / 1024}
 
 
-def tuning_run(model, size, steps, device, update_rule, gradient_checkpointing):
+def tuning_run(model, size, steps, device, update_rule, gradient_checkpointing, estimate=False):
     latents, poses, text = inputs(8, size, device, model.text_width)
     tuner = OneShotTuner(model, latents, poses, text, update_rule=update_rule,
                          gradient_checkpointing=gradient_checkpointing)
     try:
         tuner.step(tuner.sample_clip())  # warm-up (allocates the gradient buffers)
-        with PeakMemory(device) as memory:
+        with PeakMemory(device) as peak:
             seconds, _ = timed(device, lambda: [tuner.step(tuner.sample_clip()) for _ in range(steps)])
     finally:
         tuner.close()
-    return {"update_rule": update_rule, "gradient_checkpointing": gradient_checkpointing,
-            "seconds_per_step": seconds / steps, "peak_memory_gb": memory.peak / 2**30}
+    result = {"update_rule": update_rule, "gradient_checkpointing": gradient_checkpointing,
+              "seconds_per_step": seconds / steps, "peak_memory_gb": peak.peak / 2**30}
+    if estimate:
+        result.update(estimate_gb(memory.tuning_peak, 8, size, size, update_rule, gradient_checkpointing, model.dtype))
+    return result
 
 
 def precision_deviation(model, size, device, dtypes):
@@ -344,6 +361,8 @@ def main(argv=None):
                         help="also time our sampler with the model in channels-last memory format")
     parser.add_argument("--compile", action="store_true",
                         help="also time our sampler on the torch.compile'd model (compiling takes minutes)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="print posecrafter/memory.py's estimate beside every measured peak (full-size models only)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=None, help="run only these parts (default all)")
     parser.add_argument("--tiny", action="store_true", help="the tests' tiny models: checks the script only")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/<device>.json)")
@@ -359,6 +378,7 @@ def main(argv=None):
     tune_steps = args.tune_steps or (10 if gpu else 2)
     if not gpu:
         torch.set_flush_denormal(True)
+    estimate = args.estimate and not args.tiny
     ratio_frames = args.context_length  # one window: the batch the sampler runs on long videos
     out = args.out or Path(__file__).parent / "results" / f"{device.type}.json"
 
@@ -385,13 +405,14 @@ def main(argv=None):
         report.part("per_frame_step", lambda: per_frame_step(stock, model, ratio_frames, size, steps, device,
                                                              comfy_peer))
         report.part("memory_in_video_length", lambda: memory_in_video_length(
-            model, memory_frames, size, device, args.context_length, args.context_overlap))
+            model, memory_frames, size, device, args.context_length, args.context_overlap, estimate))
     if comfy_peer is not None:
         comfy_peer.close()
     del stock, comfy_peer
-    report.part("sampling", lambda: [sampling_run(model, m + 1, size, steps, device, context, args.context_overlap)
+    report.part("sampling", lambda: [sampling_run(model, m + 1, size, steps, device, context, args.context_overlap,
+                                                  estimate)
                                      for m in frames for context in (None, args.context_length)])
-    report.part("tuning", lambda: [tuning_run(model, size, tune_steps, device, rule, checkpointing)
+    report.part("tuning", lambda: [tuning_run(model, size, tune_steps, device, rule, checkpointing, estimate)
                                    for rule in UPDATE_RULES for checkpointing in (False, True)])
     report.part("precision", lambda: precision_deviation(model, size, device, ["fp16", "bf16"]))
     if args.channels_last or args.compile:
@@ -421,11 +442,21 @@ def _per_frame_step_lines(ratio, report):
     return lines
 
 
+def _peak(run, digits=2):
+    """The measured peak, and beside it the estimator's figure and measured / estimate when it was asked for."""
+    measured = f"{run['peak_memory_gb']:.{digits}f}"
+    if "estimate_gb" in run:
+        return f"{measured} (estimate {run['estimate_gb']:.{digits}f}, ratio {run['peak_memory_gb'] / run['estimate_gb']:.3f})"
+    if "estimate_error" in run:
+        return f"{measured} (estimate failed: {run['estimate_error']})"
+    return measured
+
+
 def _memory_lines(memory, report):
     context = report["context"]
     return [f"| memory in video length: M (+ reference), windows {context[0]}/{context[1]}, 1 step | "
             "peak memory GB |", "|---|---|",
-            *[f"| {r['frames'] - 1} | {r['peak_memory_gb']:.3f} |" for r in memory["runs"]],
+            *[f"| {r['frames'] - 1} | {_peak(r, 3)} |" for r in memory["runs"]],
             "", f"Slope: {memory['slope_kb_per_frame']:.0f} KB per frame (the latents alone: "
             f"{memory['latents_kb_per_frame']:.0f} KB per frame at this size, fp32)."]
 
@@ -434,13 +465,13 @@ def _sampling_lines(sampling, report):
     return ["| sampling: frames (M + reference) | windows | s / step | 50 steps (extrapolated) | peak memory GB |",
             "|---|---|---|---|---|",
             *[f"| {r['frames']} | {'yes' if r['windows'] else 'no'} | {r['seconds_per_step']:.3f} | "
-              f"{50 * r['seconds_per_step']:.1f} | {r['peak_memory_gb']:.2f} |" for r in sampling]]
+              f"{50 * r['seconds_per_step']:.1f} | {_peak(r)} |" for r in sampling]]
 
 
 def _tuning_lines(tuning, report):
     return [f"| tuning, 8-frame clips, {report['dtype']} frozen weights | s / step | peak memory GB |", "|---|---|---|",
             *[f"| \"{r['update_rule']}\" rule, {'with' if r['gradient_checkpointing'] else 'without'} "
-              f"gradient checkpointing | {r['seconds_per_step']:.3f} | {r['peak_memory_gb']:.2f} |" for r in tuning]]
+              f"gradient checkpointing | {r['seconds_per_step']:.3f} | {_peak(r)} |" for r in tuning]]
 
 
 def _precision_lines(precision, report):

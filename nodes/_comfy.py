@@ -135,6 +135,15 @@ def free_memory_for_heavy_work():
         _mm.soft_empty_cache()
 
 
+def free_gpu_memory(device):
+    """Bytes a new allocation on a CUDA `device` can still get: free device memory plus what PyTorch's cache holds
+    unused (ComfyUI's own figure inside ComfyUI)."""
+    if IN_COMFYUI:
+        return _mm.get_free_memory(device)
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
 def empty_cache():
     if IN_COMFYUI:
         _mm.soft_empty_cache()

@@ -1,6 +1,7 @@
 """Small conversions shared by the nodes: ComfyUI's types in, the engine's arguments out."""
 import torch
 
+from ..posecrafter import memory
 from ..posecrafter.skeleton import SkeletonVideo
 from . import _comfy
 
@@ -109,3 +110,43 @@ def pose_images_for(poses, samples, device="cpu"):
     video holds only its keypoints."""
     height, width = samples.shape[-2:]
     return SkeletonVideo(poses_for_latents(poses, height, width), width * LATENT_SCALE, height * LATENT_SCALE, device)
+
+
+class NotEnoughGPUMemory(RuntimeError):
+    """A run stopped before its first step because its memory estimate exceeds the free GPU memory."""
+
+
+def _gib(size):
+    return f"{size / 2**30:.1f} GiB"
+
+
+def check_gpu_memory(device, what, estimate, fixes):
+    """Stop a run on a CUDA `device` before any work when `estimate()` (bytes, posecrafter/memory.py) plus its
+    margin exceeds the free memory, naming both and what each of `fixes` ({setting: estimate with it}) saves.
+    Nothing is checked on other devices; an estimate that fails is logged and the run goes on."""
+    if device.type != "cuda":
+        return
+    try:
+        estimated = estimate()
+        need = memory.with_margin(estimated)
+        free = _comfy.free_gpu_memory(device)
+    except Exception as error:  # the estimate must never block a run
+        _comfy.log.warning("PoseCrafter: could not estimate the GPU memory of %s (%s: %s); running without the check",
+                           what, type(error).__name__, error)
+        return
+    if need <= free:
+        return
+    savings = []
+    for setting, alternative in fixes.items():
+        try:
+            with_fix = memory.with_margin(alternative())
+        except Exception as error:
+            _comfy.log.warning("PoseCrafter: could not estimate %s with %s (%s)", what, setting, error)
+            continue
+        if with_fix < need:
+            savings.append(f"{setting}: -{_gib(need - with_fix)}" + (" (then it fits)" if with_fix <= free else ""))
+    advice = ("; ".join(savings) if savings else "none of this node's settings saves enough; free the GPU of other "
+              "programs, or use a smaller frame size")
+    raise NotEnoughGPUMemory(
+        f"{what} needs about {_gib(need)} of GPU memory (estimate {_gib(estimated)} + margin {_gib(need - estimated)}) but "
+        f"{_gib(free)} are free on {device}: stopped before the first step. What saves memory: {advice}")

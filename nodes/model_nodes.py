@@ -4,11 +4,15 @@ import re
 
 import torch
 
+from ..posecrafter import memory
 from ..posecrafter import model as pc_model
 from ..posecrafter import tuning
 from ..posecrafter.pose import from_pose_keypoint
 from . import _comfy
-from .common import CATEGORY, MODEL_TYPE, check_frame_count, latent_samples, pose_images_for, prompt_embeds, validation_result
+from .common import (
+    CATEGORY, LATENT_SCALE, MODEL_TYPE, check_frame_count, check_gpu_memory, latent_samples, pose_images_for,
+    prompt_embeds, validation_result,
+)
 from .plot import loss_curve_image
 from .pose_nodes import release_dwpose_sessions
 
@@ -159,15 +163,17 @@ class OneShotTuner:
         poses = from_pose_keypoint(pose, "pose")
         check_frame_count(len(poses), frames, "pose", "latent")
         embeds = prompt_embeds(conditioning, "conditioning", model.model.text_width)
-        total = steps or tuning.paper_steps(frames)
-        progress = _comfy.Progress(total, "PoseCrafter tuning")
+        _comfy.free_memory_for_heavy_work()
+        release_dwpose_sessions()
+        device = _comfy.torch_device()
+        check_gpu_memory(device, "PoseCrafter tuning", *_tuning_estimates(
+            frames, latents.shape[-2] * LATENT_SCALE, latents.shape[-1] * LATENT_SCALE, update_rule,
+            gradient_checkpointing, model.model.dtype))
+        progress = _comfy.Progress(steps or tuning.paper_steps(frames), "PoseCrafter tuning")
 
         def callback(step, loss):
             progress.update(step, loss=f"{loss:.4f}")
 
-        _comfy.free_memory_for_heavy_work()
-        release_dwpose_sessions()
-        device = _comfy.torch_device()
         module = model.activate(device)
         try:
             # ComfyUI runs nodes under inference_mode; training needs autograd and tensors made outside it.
@@ -191,6 +197,26 @@ class OneShotTuner:
             _comfy.empty_cache()
         _comfy.log.info("PoseCrafter tuning: %d steps, final loss %.4f", result.steps, result.losses[-1])
         return (tuned, loss_curve_image(result.losses, f"PoseCrafter tuning loss ({result.steps} steps)"))
+
+
+def _tuning_estimates(frames, height, width, update_rule, gradient_checkpointing, dtype):
+    """The tuning run's memory estimate, and the settings that lower it with theirs (for check_gpu_memory)."""
+    settings = dict(update_rule=update_rule, gradient_checkpointing=gradient_checkpointing, dtype=dtype)
+
+    def peak(**changes):
+        return lambda: memory.tuning_peak(frames, height, width, **{**settings, **changes})
+
+    fixes = {}
+    if not gradient_checkpointing:
+        fixes["turn on gradient_checkpointing"] = peak(gradient_checkpointing=True)
+    if dtype == torch.float32:
+        fixes["Model Loader dtype bf16"] = peak(dtype=torch.bfloat16)
+    if update_rule == "paper":
+        fixes["update_rule clean"] = peak(update_rule="clean")
+    if len(fixes) > 1:
+        fixes["all of these"] = peak(gradient_checkpointing=True, update_rule="clean",
+                                     dtype=torch.bfloat16 if dtype == torch.float32 else dtype)
+    return peak(), fixes
 
 
 TUNED_SUFFIX = ".safetensors"

@@ -1,16 +1,18 @@
 """DDIM inversion of the reference frame, face/hand latent editing, and the temporal sampler."""
 import dataclasses
 
+import torch
+
 from ..posecrafter import inversion as pc_inversion
-from ..posecrafter import latent_edit, sampling
+from ..posecrafter import latent_edit, memory, sampling
 from ..posecrafter.model import to_model_space
 from ..posecrafter.pose import from_pose_keypoint
 from ..posecrafter.reference import remove_inserted_reference
 from ..posecrafter.schedulers import MAX_STEPS
 from . import _comfy
 from .common import (
-    CATEGORY, INVERSION_TYPE, MODEL_TYPE, check_frame_count, context_window_problem, latent_samples, pose_images_for,
-    poses_for_latents, prompt_embeds,
+    CATEGORY, INVERSION_TYPE, LATENT_SCALE, MODEL_TYPE, check_frame_count, check_gpu_memory, context_window_problem,
+    latent_samples, pose_images_for, poses_for_latents, prompt_embeds,
 )
 from .pose_nodes import release_dwpose_sessions
 
@@ -24,11 +26,13 @@ def _inserted_position(poses):
     return poses.inserted_reference
 
 
-def _run_model(model, work):
-    """Run `work(module, device)` on the GPU with ComfyUI's models unloaded first and the cache emptied after."""
+def _run_model(model, work, what, estimate, fixes):
+    """Run `work(module, device)` on the GPU with ComfyUI's models unloaded first and the cache emptied after; on
+    CUDA, stop first when the memory `estimate` does not fit (see check_gpu_memory)."""
     _comfy.free_memory_for_heavy_work()
     release_dwpose_sessions()
     device = _comfy.torch_device()
+    check_gpu_memory(device, what, estimate, fixes)
     module = model.activate(device)
     try:
         return work(module, device)
@@ -78,8 +82,15 @@ class DDIMInverter:
                 callback=lambda done, total: progress.update(done),
             )
 
+        height, width = samples.shape[-2] * LATENT_SCALE, samples.shape[-1] * LATENT_SCALE
+        dtype = model.model.dtype
+
+        def peak(dtype=dtype):
+            return lambda: memory.inversion_peak(height, width, steps, dtype)
+
+        fixes = {"Model Loader dtype fp16": peak(torch.float16)} if dtype == torch.float32 else {}
         try:
-            result = _run_model(model, work)
+            result = _run_model(model, work, "PoseCrafter DDIM inversion", peak(), fixes)
         finally:
             progress.close()
         return (pc_inversion.Inversion(result.latents.cpu(), result.timesteps),)
@@ -228,12 +239,34 @@ class TemporalSampler:
             )
 
         try:
-            out = _run_model(model, work).to("cpu")
+            out = _run_model(model, work, "PoseCrafter sampling", *_sampling_estimates(
+                samples, cfg, context_length or None, context_overlap, model.model.dtype)).to("cpu")
         finally:
             progress.close()
         if drop_inserted_frame:
             out = remove_inserted_reference(out, poses)
         return ({"samples": out},)
+
+
+WINDOW = 16  # the context_length suggested when the frames do not fit at once (workflow d's)
+
+
+def _sampling_estimates(samples, cfg, context_length, context_overlap, dtype):
+    """The sampling run's memory estimate, and the settings that lower it with theirs (for check_gpu_memory)."""
+    frames, height, width = samples.shape[0], samples.shape[-2] * LATENT_SCALE, samples.shape[-1] * LATENT_SCALE
+    settings = dict(guidance_scale=cfg, context_length=context_length, context_overlap=context_overlap, dtype=dtype)
+
+    def peak(**changes):
+        return lambda: memory.sampling_peak(frames, height, width, **{**settings, **changes})
+
+    fixes = {}
+    if frames > WINDOW + 1 and (context_length is None or context_length > WINDOW):
+        fixes[f"context_length {WINDOW}"] = peak(context_length=WINDOW, context_overlap=min(context_overlap, WINDOW - 1))
+    if cfg > 1:
+        fixes["cfg 1 (no negative pass)"] = peak(guidance_scale=1.0)
+    if dtype == torch.float32:
+        fixes["Model Loader dtype fp16"] = peak(dtype=torch.float16)
+    return peak(), fixes
 
 
 NODE_CLASS_MAPPINGS = {

@@ -235,7 +235,7 @@ MADE_BY_A = ("Run workflow **(a) posecrafter_one_shot** first: it makes `models/
 
 
 def posecrafter(name, note, *, tune, cover=False, target_text="a person is dancing", cfg=1.0, negative=False,
-                context_length=0, dtype="fp16"):
+                context_length=0, dtype="fp16", gradient_checkpointing=False):
     """Workflows (a)-(d): the method of the paper with the driving poses retargeted to the trained person.
     tune: (a) tunes and saves, the others load the saved weights. cover: Select Frames keeps the training
     frames that cover the (retargeted) target poses, from DWPose on all training frames."""
@@ -270,7 +270,8 @@ def posecrafter(name, note, *, tune, cover=False, target_text="a person is danci
     if tune:
         tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns your person and scene)",
                       model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
-                      steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
+                      steps=100, learning_rate=0.003, update_rule="paper", seed=0,
+                      gradient_checkpointing=gradient_checkpointing)
         w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
         w.add("PoseCrafterSaveTuned", 2, train_stage, "Save Tuned (for workflows b-d)", model=tuner["model"],
               filename="posecrafter_tuned")
@@ -407,7 +408,7 @@ def workflows():
             out + " Also `models/posecrafter/posecrafter_tuned.safetensors`, the tuned weights that workflows (b)-(d) load.",
             "Tuning: 100 steps at learning rate 3e-3, the paper's setting for 8 frames (set steps 0 to use the paper's"
             " formula for another frame count). " + retargets,
-        ]), tune=True, dtype="fp32"),
+        ]), tune=True, dtype="bf16", gradient_checkpointing=True),  # fits a 12 GB card: README "GPU memory"
         posecrafter("posecrafter_from_tuned", "\n\n".join([
             "## (b) A new video from saved tuned weights",
             MADE_BY_A,

@@ -28,3 +28,14 @@ def test_gpu_script_dry_run_measures_every_part(tmp_path):
     assert report["layout_and_compile"]["channels_last"]["seconds"] > 0
     table = (tmp_path / "gpu.md").read_text()
     assert "ratio PoseCrafter / diffusers" in table and "Slope:" in table and "channels-last" in table
+
+
+def test_tables_print_the_estimate_beside_each_measured_peak():
+    """gpu.sh --estimate: the estimator's figure and measured / estimate beside the peak, or why it failed."""
+    from benchmarks import run
+
+    assert run._peak({"peak_memory_gb": 5.5, "estimate_gb": 5.0}) == "5.50 (estimate 5.00, ratio 1.100)"
+    assert run._peak({"peak_memory_gb": 5.5}) == "5.50"
+    failed = run.estimate_gb(lambda: 1 / 0)
+    assert run._peak({"peak_memory_gb": 5.5, **failed}) == "5.50 (estimate failed: ZeroDivisionError: division by zero)"
+    assert run.estimate_gb(lambda frames: frames * 2**30, 3) == {"estimate_gb": 3.0}
