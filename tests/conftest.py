@@ -3,6 +3,7 @@ import os
 import socket
 
 import pytest
+import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -22,3 +23,13 @@ def no_network(monkeypatch):
     real_connect = socket.socket.connect
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+
+
+@pytest.fixture
+def one_thread():
+    """Real CPU runs measured against the memory estimator: one thread, so a busy machine's oversubscribed cores
+    do not slow them down by orders of magnitude (and kernels pick the same paths every run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,13 +10,7 @@ from posecrafter.model import PoseCrafterModel
 from tests.tiny_models import CONTROLNET_CONFIG, UNET_CONFIG, tiny_controlnet, tiny_unet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Real CPU runs on a shared machine: one thread keeps them from oversubscribing the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def real_and_fake_peaks(workload, dtype=torch.float32):

@@ -14,13 +14,7 @@ from tests.tiny_models import TEXT_WIDTH, tiny_controlnet, tiny_unet
 GiB = 2**30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Real CPU runs on a shared machine: one thread keeps them from oversubscribing the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
