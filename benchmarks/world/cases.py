@@ -20,9 +20,10 @@ import torch
 
 from posecrafter.inversion import invert
 from posecrafter.latent_edit import edit_initial_latents, plan_latent_edits
+from posecrafter.model import PoseCrafterModel
 from posecrafter.pose import PoseSequence
 from posecrafter.reference import insert_reference_pose, remove_inserted_reference, select_reference_frame
-from posecrafter.retarget import retarget_poses
+from posecrafter.retarget import _anchor_points, retarget_poses
 from posecrafter.sampling import sample, temporal_windows
 from posecrafter.skeleton import SkeletonVideo
 from posecrafter.training_frames import select_covering_frames, uniform_indices
@@ -59,9 +60,8 @@ def _shared():
 
 
 def _anchor(poses: PoseSequence) -> np.ndarray:
-    """The retargeting "ground" anchor of the first frame: the neck's x and the lowest ankle or foot point's y."""
-    points = poses.points[0]
-    return np.array([points[1, 0], points[[10, 13, *range(18, 24)], 1].max()])
+    """Where retargeting's "ground" anchor sits in the first frame: the neck's x, the lowest ankle or foot point."""
+    return _anchor_points(poses.points, poses.visible, "ground")[0]
 
 
 def _subset(poses: PoseSequence, indices) -> PoseSequence:
@@ -211,8 +211,6 @@ def _noise(frames: int, seed: int) -> torch.Tensor:
 def _with_frozen_dtype(model, dtype):
     """The same model with its frozen weights in ``dtype`` (the trainable set stays fp32), as the Model Loader's
     bf16 precision loads it."""
-    from posecrafter.model import PoseCrafterModel
-
     unet, controlnet = copy.deepcopy(model.unet), copy.deepcopy(model.controlnet)
     for module in (unet, controlnet):
         module.to(dtype)
@@ -223,12 +221,10 @@ def seam_ratio(frames: np.ndarray, target_frames: int) -> float:
     """Mean frame-to-frame change across the window boundaries of 16/4 windows (the inserted frame at 0) over the
     mean change elsewhere; 1 means the seams do not show."""
     change = np.abs(np.diff(frames.astype(np.float64), axis=0)).mean(axis=(1, 2, 3))  # change[t]: t -> t+1
-    boundaries = set()
-    for window in temporal_windows(target_frames + 1, 0, CONTEXT_LENGTH, CONTEXT_OVERLAP)[1:]:
-        first = window[1] - 1  # output index of the window's first frame (the inserted frame is dropped)
-        boundaries.add(first - 1)
-    for window in temporal_windows(target_frames + 1, 0, CONTEXT_LENGTH, CONTEXT_OVERLAP)[:-1]:
-        boundaries.add(window[-1] - 1)
+    windows = temporal_windows(target_frames + 1, 0, CONTEXT_LENGTH, CONTEXT_OVERLAP)
+    # output indices (the inserted frame 0 is dropped): the change into each later window's first frame, and out
+    # of each earlier window's last frame
+    boundaries = {window[1] - 2 for window in windows[1:]} | {window[-1] - 1 for window in windows[:-1]}
     at = sorted(b for b in boundaries if 0 <= b < len(change))
     rest = [t for t in range(len(change)) if t not in boundaries]
     return float(change[at].mean() / max(change[rest].mean(), 1e-9))
