@@ -5,10 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import DDPMScheduler
 
 import benchmarks.world as world
 from benchmarks.world import models, train
 from benchmarks.world.people import LABELS, SHIRT_COLOURS
+from posecrafter.schedulers import SCHEDULER_CONFIG
 
 SIZE = 128
 
@@ -122,11 +124,24 @@ def test_learning_rate_is_a_python_float_after_warm_up():
     assert rates[2] == pytest.approx(4e-4) and rates[-1] == pytest.approx(4e-5, rel=1e-3)
 
 
+def test_min_snr_weights_cap_only_the_easy_low_noise_steps():
+    schedule = DDPMScheduler.from_pretrained(str(SCHEDULER_CONFIG))
+    weights = train.min_snr_weights(schedule, torch.tensor([0, 100, 999]))
+    assert weights[0] < 0.01 and 0 < weights[1] < 1 and weights[2] == 1  # SNR 5 falls near t=150 on SD1.5's schedule
+
+
+def test_pool_smaller_than_a_batch_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(["--pool", "8", "--batch", "16"])
+    assert "--pool must hold at least one batch (--batch 16), got 8" in capsys.readouterr().err
+
+
 def test_training_resumes_where_it_stopped_and_never_overwrites_weights(tmp_path, monkeypatch, capsys):
     embeddings = {text: torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(i))
                   for i, text in enumerate(models.PROMPTS)}
     monkeypatch.setattr(models, "prompt_embeddings", lambda: embeddings)  # CLIP-L itself is tested above
-    small = ["--batch", "2", "--vae-batch", "2", "--vae-crop", "32", "--save-every", "1", "--vae-steps", "2"]
+    small = ["--batch", "2", "--vae-batch", "2", "--vae-crop", "32", "--save-every", "1", "--vae-steps", "2",
+             "--pool", "4"]
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
     assert train.main(["--out", str(tmp_path / "a"), "--work", str(resumed), "--steps", "2", *small]) == 0
     assert train.main(["--out", str(tmp_path / "b"), "--work", str(resumed), "--steps", "3", *small]) == 0
