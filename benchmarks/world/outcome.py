@@ -100,6 +100,19 @@ def parse_args(argv=None):
     return args
 
 
+def write_results(per_case: list[dict[str, dict]], out: Path) -> str:
+    """The means, the per-case scores and the Markdown table so far (after every case, so a stopped run keeps
+    the cases it finished); returns the Markdown."""
+    table = mean_scores(per_case)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "world_outcome.json").write_text(json.dumps(table, indent=2) + "\n")
+    (out / "world_outcome_cases.json").write_text(json.dumps(
+        [{"case": list(CASES[i]), "scores": scores} for i, scores in enumerate(per_case)], indent=2) + "\n")
+    text = markdown(table, len(per_case))
+    (out / "world_outcome.md").write_text(text)
+    return text
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     models.WEIGHTS = args.weights
@@ -118,14 +131,8 @@ def main(argv=None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(args.out / "world_strip.jpg"), picture_strip(case)[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
+        text = write_results(per_case, args.out)
     bar.close()
-    table = mean_scores(per_case)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "world_outcome.json").write_text(json.dumps(table, indent=2) + "\n")
-    (args.out / "world_outcome_cases.json").write_text(json.dumps(
-        [{"case": list(CASES[i]), "scores": scores} for i, scores in enumerate(per_case)], indent=2) + "\n")
-    text = markdown(table, len(per_case))
-    (args.out / "world_outcome.md").write_text(text)
     print(text)
     print(f"{time.time() - started:.0f} s; written to {args.out}")
     return 0
