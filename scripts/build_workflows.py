@@ -10,6 +10,7 @@ tests/test_workflows.py (which the real-ComfyUI test checks against /object_info
 prompt the frontend builds from the UI workflow (tests/test_workflows.py ui_to_api). Run from anywhere;
 it needs the test requirements (pytest) and Pillow.
 """
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -336,7 +337,7 @@ def evaluate(note):
     w.add(NOTE_NODE, 0, None, size=NOTE_SIZE, text=note)
     checkpoint = w.add("CheckpointLoaderSimple", 0, MODELS_STAGE, "SD1.5 checkpoint (for CLIP)", ckpt_name=CHECKPOINT)
     vae = w.add("VAELoader", 0, MODELS_STAGE, vae_name=VAE)
-    model = w.add("PoseCrafterModelLoader", 0, MODELS_STAGE, checkpoint=CHECKPOINT, controlnet=CONTROLNET, dtype="fp32")
+    model = w.add("PoseCrafterModelLoader", 0, MODELS_STAGE, checkpoint=CHECKPOINT, controlnet=CONTROLNET, dtype="bf16")
     clip_vision = w.add("CLIPVisionLoader", 0, MODELS_STAGE, "CLIP vision (for CLIP-I and CLIP-T)", clip_name=CLIP_VISION_MODEL["name"])
     prompt = w.add("CLIPTextEncode", 0, MODELS_STAGE, "Target prompt (the same: the paper's reconstruction protocol)",
                    text="a person is dancing", clip=checkpoint["CLIP"])
@@ -359,7 +360,8 @@ def evaluate(note):
                    text="a person is dancing", clip=checkpoint["CLIP"])
     tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns your person and scene)",
                   model=model["model"], latent=latent["LATENT"], pose=poses, conditioning=source["CONDITIONING"],
-                  steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
+                  steps=100, learning_rate=0.003, update_rule="paper", seed=0,
+                  gradient_checkpointing=True)  # as (a): fits a 16 GB card, README "GPU memory"
     w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
 
     target = w.add("PoseCrafterDWPoseExtractor", 3, poses_stage, "Target poses (of the evaluation part)",
@@ -504,8 +506,11 @@ def dump(data):
 
 
 def main(argv):
-    files = outputs(thumbnails=argv[1:] != ["--check"])
-    if argv[1:] == ["--check"]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    parser.add_argument("--check", action="store_true", help="only list the files that differ from what it would write")
+    check = parser.parse_args(argv[1:]).check
+    files = outputs(thumbnails=not check)
+    if check:
         stale = [str(p.relative_to(ROOT)) for p, data in files.items() if not p.is_file() or p.read_bytes() != data]
         print("\n".join(stale) or "all workflows are up to date")
         return 1 if stale else 0
