@@ -150,7 +150,7 @@ def test_training_resumes_where_it_stopped_and_never_overwrites_weights(tmp_path
     assert train.main(["--out", str(tmp_path / "c"), "--work", str(straight), "--steps", "3", *small]) == 0
     losses = [torch.load(work / "diffusion.pt", weights_only=True)["losses"] for work in (resumed, straight)]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)  # resuming changes nothing
-    for name in train.WEIGHT_FILES:
+    for name in models.WEIGHT_FILES:
         assert (tmp_path / "b" / name).stat().st_size > 0
     monkeypatch.setattr(models, "WEIGHTS", tmp_path / "b")
     assert train.main(["--work", str(resumed), *small]) == 2  # weights there, no --out: refused before training

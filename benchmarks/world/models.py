@@ -21,6 +21,7 @@ from posecrafter.model import LATENT_SCALE, PoseCrafterModel
 
 from .people import SHIRT_COLOURS
 
+WEIGHT_FILES = ("vae.safetensors", "unet.safetensors", "controlnet.safetensors")
 WEIGHTS = Path(__file__).parent / "weights"
 SIZE = 128  # frame size the world's models are trained at (16 x 16 latents)
 TEXT_SEED = 20261206

@@ -9,6 +9,7 @@ on seeds from 1,000,000 up), prints the table of means over the cases, and write
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -31,31 +32,32 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 # each driven by another motion kind.
 CASES = ((1, 101, "dance", "wave"), (2, 102, "walk", "hands"), (3, 103, "hands", "dance"),
          (4, 104, "wave", "turn_head"), (5, 105, "turn_head", "walk"))
-COLUMNS = ("pose", "pose_torso", "pose_arms", "pose_legs", "pose_head", "pose_hands", "pose_face", "identity",
+COLUMNS = ("cases", "pose", "pose_torso", "pose_arms", "pose_legs", "pose_head", "pose_hands", "pose_face", "identity",
            "background", "flicker", "seam", "seconds")
 STRIP_ROWS = ("ground_truth", "full", "no_tuning", "retarget_off")
 STRIP_FRAMES = 8
 
 
 def mean_scores(per_case: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
-    """{ablation: {metric: mean over the cases that ran it}}."""
+    """{ablation: {metric: mean over the cases that ran it, "cases": how many did}}."""
     table = {}
     for ablation in ABLATIONS:
         rows = [case[ablation] for case in per_case if ablation in case]
         if rows:
             table[ablation] = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+            table[ablation]["cases"] = len(rows)
     return table
 
 
 def markdown(table: dict[str, dict[str, float]], cases: int) -> str:
     columns = [c for c in COLUMNS if any(c in row for row in table.values())]
-    lines = [f"Means over {cases} case(s). pose: share of each part's pixels in its colour (higher is better); "
-             "identity: RGB distance of part colours (lower is better); background: PSNR dB (capped at 60); "
+    lines = [f"Means over the {cases} case(s) run (cases: how many ran the row). pose: share of each part's pixels "
+             "in its colour (higher is better); identity: RGB distance of part colours (lower is better); background: PSNR dB (capped at 60); "
              "flicker: frame-to-frame change over the ground truth's; seam: change across window boundaries over "
              "change within windows.", "",
              "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for ablation, row in table.items():
-        cells = [("" if c not in row else f"{row[c]:.0f}" if c == "seconds" else f"{row[c]:.3g}") for c in columns]
+        cells = [("" if c not in row else f"{row[c]:.0f}" if c in ("seconds", "cases") else f"{row[c]:.3g}") for c in columns]
         lines.append(f"| {ablation} | " + " | ".join(cells) + " |")
     edit = table.get("attribute_edit")
     if edit:
@@ -88,6 +90,8 @@ def parse_args(argv=None):
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="comma-separated rows to run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--weights", type=Path, default=models.WEIGHTS, help="the world's trained weights")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run every row again (default: keep the rows --out already holds for these weights)")
     args = parser.parse_args(argv)
     if not 1 <= args.cases <= len(CASES):
         parser.error(f"--cases must be between 1 and {len(CASES)}, got {args.cases}")
@@ -100,15 +104,31 @@ def parse_args(argv=None):
     return args
 
 
-def write_results(per_case: list[dict[str, dict]], out: Path) -> str:
-    """The means, the per-case scores and the Markdown table so far (after every case, so a stopped run keeps
-    the cases it finished); returns the Markdown."""
-    table = mean_scores(per_case)
+def weights_fingerprint(weights: Path) -> dict[str, str]:
+    """SHA-256 of each weight file: results are only resumed for the weights that made them."""
+    return {name: hashlib.sha256((weights / name).read_bytes()).hexdigest() for name in models.WEIGHT_FILES}
+
+
+def saved_results(out: Path, fingerprint: dict[str, str]) -> list[dict[str, dict]]:
+    """The per-case rows a previous run of the same weights saved in ``out`` (an empty dict per case when none)."""
+    path = out / "world_outcome_cases.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get("weights") != fingerprint:
+        return [{} for _ in CASES]
+    rows = {tuple(entry["case"]): entry["scores"] for entry in saved["cases"]}
+    return [rows.get(tuple(case), {}) for case in CASES]
+
+
+def write_results(per_case: list[dict[str, dict]], fingerprint: dict[str, str], out: Path) -> str:
+    """The means, the per-case scores and the Markdown table so far (after every row, so a stopped run keeps
+    the rows it finished); returns the Markdown."""
+    done = [scores for scores in per_case if scores]
+    table = mean_scores(done)
     out.mkdir(parents=True, exist_ok=True)
     (out / "world_outcome.json").write_text(json.dumps(table, indent=2) + "\n")
-    (out / "world_outcome_cases.json").write_text(json.dumps(
-        [{"case": list(CASES[i]), "scores": scores} for i, scores in enumerate(per_case)], indent=2) + "\n")
-    text = markdown(table, len(per_case))
+    (out / "world_outcome_cases.json").write_text(json.dumps({"weights": fingerprint, "cases": [
+        {"case": list(case), "scores": scores} for case, scores in zip(CASES, per_case) if scores]}, indent=2) + "\n")
+    text = markdown(table, len(done))
     (out / "world_outcome.md").write_text(text)
     return text
 
@@ -117,21 +137,26 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     models.WEIGHTS = args.weights
     started = time.time()
-    per_case = []
-    bar = tqdm(total=args.cases * len(args.ablations), desc="outcome", unit="row")
-    for number, (identity_seed, background_seed, training, driving) in enumerate(CASES[:args.cases]):
-        case = Case(identity_seed, background_seed, training, driving)
-        scores = {}
-        for ablation in args.ablations:
+    fingerprint = weights_fingerprint(args.weights)
+    per_case = [{} for _ in CASES] if args.fresh else saved_results(args.out, fingerprint)
+    todo = [[a for a in args.ablations if a not in per_case[number]] for number in range(args.cases)]
+    if sum(map(len, todo)) < args.cases * len(args.ablations):
+        print(f"resuming: {args.cases * len(args.ablations) - sum(map(len, todo))} row(s) already in {args.out} for "
+              "these weights (--fresh runs them again)")
+    bar = tqdm(total=sum(map(len, todo)), desc="outcome", unit="row")
+    text = write_results(per_case, fingerprint, args.out)
+    for number, rows in enumerate(todo):
+        if not rows:
+            continue
+        case = Case(*CASES[number])
+        for ablation in rows:
             bar.set_postfix(case=number + 1, row=ablation)
-            scores[ablation] = case.run(ablation)
+            per_case[number][ablation] = case.run(ablation)
+            text = write_results(per_case, fingerprint, args.out)
             bar.update()
-        per_case.append(scores)
-        if number == 0 and "full" in case.videos:
-            args.out.mkdir(parents=True, exist_ok=True)
+        if number == 0 and all(row in case.videos for row in STRIP_ROWS):
             cv2.imwrite(str(args.out / "world_strip.jpg"), picture_strip(case)[..., ::-1],
                         [cv2.IMWRITE_JPEG_QUALITY, 92])
-        text = write_results(per_case, args.out)
     bar.close()
     print(text)
     print(f"{time.time() - started:.0f} s; written to {args.out}")

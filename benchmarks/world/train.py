@@ -45,7 +45,6 @@ from posecrafter.skeleton import render_skeleton
 
 TRAIN_SEEDS = 1_000_000
 SIZE = models.SIZE
-WEIGHT_FILES = ("vae.safetensors", "unet.safetensors", "controlnet.safetensors")
 
 
 def training_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
@@ -312,7 +311,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = models.WEIGHTS if args.out is None else args.out
-    if args.out is None and any((out / name).exists() for name in WEIGHT_FILES):
+    if args.out is None and any((out / name).exists() for name in models.WEIGHT_FILES):
         print(f"{out} already holds trained weights; pass --out DIR to train into another folder "
               f"(or --out {out} to replace them).", file=sys.stderr)
         return 2
