@@ -12,9 +12,10 @@ Python must import torch and have ComfyUI's requirements, and when its torch see
 added (unless `--` gives a device option). Before anything is started or uploaded, the videos are
 opened with PyAV, as ComfyUI's Load Video opens them.
 
---quick shrinks the workflow (small frames, few frames and steps) into a check that everything is
-set up, not a quality setting. Text reports are printed; videos are saved into --out, and preview
-images too with --previews (named after their node). The videos go through ComfyUI's upload endpoint into its input folder, named after their content
+--quick shrinks the workflow (small frames, few frames and steps; the model in fp32 when ComfyUI
+computes on the CPU) into a check that everything is set up, not a quality setting. Text reports are
+printed; videos are saved into --out, and preview images too with --previews (named after their
+node). The videos go through ComfyUI's upload endpoint into its input folder, named after their content
 (me_dancing-1a2b3c4d5e.mp4), so a file of the user's is never replaced and a rerun reuses the copy;
 they are put into the workflow's Load Video nodes (the one titled "Training video ..." and the one
 titled "Driving video ..."). --set changes any other input by node id, e.g.
@@ -77,14 +78,16 @@ def video_node(prompt, title_word):
     return nodes[0]
 
 
-QUICK = {"size": 256, "training_frames": 4, "driving_frames": 8, "steps": 10}
+QUICK = {"size": 256, "training_frames": 4, "driving_frames": 8, "steps": 6}
 
 
-def make_quick(prompt):
+def make_quick(prompt, on_cpu):
     """--quick: frames of QUICK["size"] pixels, QUICK["training_frames"] training frames, the first
     QUICK["driving_frames"] frames of the driving video (a core Image From Batch node is put after its Get
     Video Components) and QUICK["steps"] tuning, inversion and sampling steps, tuned with the "clean" update
-    rule (the "paper" rule keeps a gradient buffer as large as the model)."""
+    rule (the "paper" rule keeps a gradient buffer as large as the model). When ComfyUI computes on the CPU
+    (`on_cpu`), the model is loaded in fp32: a CPU without bf16 instructions (AVX-512 BF16, AMX) runs it in
+    bf16 several times slower (README, "Time and memory")."""
     if not any(n["class_type"] == "LoadVideo" and "Driving" in n["_meta"]["title"] for n in prompt.values()):
         raise SystemExit("--quick: this workflow has no driving video to shorten; --quick is for workflows (a)-(d) "
                          "(use --set on the evaluation workflow)")
@@ -106,11 +109,26 @@ def make_quick(prompt):
             inputs.update(steps=QUICK["steps"], update_rule="clean")
         elif kind in ("PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
             inputs["steps"] = QUICK["steps"]
+        elif kind == "PoseCrafterModelLoader" and on_cpu:
+            inputs["dtype"] = "fp32"
     prompt[first_frames] = {"class_type": "ImageFromBatch", "_meta": {"title": "Driving frames (--quick: the first ones)"},
                             "inputs": {"image": [components, 0], "batch_index": 0, "length": QUICK["driving_frames"]}}
     print(f"--quick: {QUICK['size']}x{QUICK['size']} frames, {QUICK['training_frames']} training frames, the first "
-          f"{QUICK['driving_frames']} driving frames, {QUICK['steps']} steps of tuning, inversion and sampling: "
-          "a setup check, not a quality setting", flush=True)
+          f"{QUICK['driving_frames']} driving frames, {QUICK['steps']} steps of tuning, inversion and sampling"
+          f"{', the model in fp32 (ComfyUI runs on the CPU)' if on_cpu else ''}: a setup check, not a quality setting",
+          flush=True)
+
+
+def runs_on_cpu(server, start, comfyui_args):
+    """Whether ComfyUI computes on the CPU: started here with --cpu, or already running and saying so in
+    /system_stats (an answer without devices counts as not)."""
+    if start:
+        return "--cpu" in comfyui_args
+    try:
+        devices = json.loads(request(server, "/system_stats", timeout=5)).get("devices") or [{}]
+    except (OSError, ValueError):
+        return False
+    return devices[0].get("type") == "cpu"
 
 
 def apply_setting(prompt, setting):
@@ -596,12 +614,12 @@ def main(argv=None):
     # the Load Video node of each video, by the first word of its title
     videos = {video_node(prompt, {"--training-video": "Training", "--driving-video": "Driving"}[option]): path
               for option, path in options.items()}
-    if args.quick:
-        make_quick(prompt)
-    for setting in args.set:
-        apply_setting(prompt, setting)
     try:
         start, python, comfyui_args = check_before_starting(args, comfyui_args, options)
+        if args.quick:
+            make_quick(prompt, runs_on_cpu(args.server, start, comfyui_args))
+        for setting in args.set:
+            apply_setting(prompt, setting)
         with (started_comfyui(args.server, args.comfyui, python, comfyui_args, os.path.join(args.out, "comfyui.log"),
                               args.start_timeout) if start else contextlib.nullcontext(args.server)) as server:
             return run(server, prompt, videos, args)

@@ -41,9 +41,10 @@ def node_titled(title, workflow=ONE_SHOT):
 
 
 class FakeComfyUI(BaseHTTPRequestHandler):
-    """Accepts uploads and one prompt, reports a finished run with a video, two previews and a text output."""
+    """Accepts uploads and one prompt, reports a finished run with a video, two previews and a text output;
+    /system_stats names `device` as its compute device (None: not found, as on an older ComfyUI)."""
 
-    uploads, prompts, fail, partial, cancelled, interrupted = [], [], False, False, [], False
+    uploads, prompts, fail, partial, cancelled, interrupted, device = [], [], False, False, [], False, None
 
     def log_message(self, *args):
         pass
@@ -92,6 +93,8 @@ class FakeComfyUI(BaseHTTPRequestHandler):
         elif self.path.startswith("/view?"):
             query = parse_qs(urlsplit(self.path).query)
             self.reply(200, f"DATA of {query['filename'][0]} in {query['type'][0]}".encode(), "application/octet-stream")
+        elif self.path == "/system_stats" and self.device:
+            self.reply(200, {"system": {}, "devices": [{"name": f"{self.device}:0", "type": self.device, "index": 0}]})
         else:
             self.reply(404, {})
 
@@ -99,7 +102,7 @@ class FakeComfyUI(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     FakeComfyUI.uploads, FakeComfyUI.prompts, FakeComfyUI.fail = [], [], False
-    FakeComfyUI.partial, FakeComfyUI.cancelled, FakeComfyUI.interrupted = False, [], False
+    FakeComfyUI.partial, FakeComfyUI.cancelled, FakeComfyUI.interrupted, FakeComfyUI.device = False, [], False, None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeComfyUI)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -157,10 +160,16 @@ def test_videos_are_checked_before_anything_is_uploaded(server, tmp_path):
     assert FakeComfyUI.uploads == [] and FakeComfyUI.prompts == []
 
 
-def test_quick_shrinks_the_workflow_and_says_what_it_is(server, tmp_path, capsys):
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_quick_shrinks_the_workflow_and_says_what_it_is(server, tmp_path, capsys, device):
+    """--quick on a running ComfyUI: on a CPU (its /system_stats says so) the model is loaded in fp32, since CPUs
+    without bf16 instructions run bf16 several times slower; on a GPU the workflow's dtype stays."""
+    FakeComfyUI.device = device
     script = load_api_script()
     assert script.main([str(ONE_SHOT), "--server", server, "--out", str(tmp_path / "out"), "--quick"]) == 0
-    assert "a setup check, not a quality setting" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "a setup check, not a quality setting" in printed
+    assert ("the model in fp32 (ComfyUI runs on the CPU)" in printed) == (device == "cpu")
     (prompt,) = FakeComfyUI.prompts
     original = json.loads(ONE_SHOT.read_text())
     (added,) = set(prompt) - set(original)
@@ -180,6 +189,8 @@ def test_quick_shrinks_the_workflow_and_says_what_it_is(server, tmp_path, capsys
     for kind in ("PoseCrafterOneShotTuner", "PoseCrafterDDIMInverter", "PoseCrafterTemporalSampler"):
         assert [i["steps"] for i in by_kind[kind]] == [script.QUICK["steps"]], kind
     assert by_kind["PoseCrafterOneShotTuner"][0]["update_rule"] == "clean"
+    (loader,) = by_kind["PoseCrafterModelLoader"]
+    assert loader["dtype"] == ("fp32" if device == "cpu" else "bf16")
     with pytest.raises(SystemExit, match="^--quick: this workflow has no driving video to shorten"):
         script.main([str(ROOT / "workflows" / "api" / "posecrafter_evaluate.json"), "--server", server, "--quick"])
 
@@ -295,7 +306,7 @@ def test_script_says_how_to_get_a_server(tmp_path):
 def test_comfyuis_own_python_is_found_and_cpu_added_without_a_gpu(tmp_path, capsys):
     """No --python: the python of a venv inside the ComfyUI folder runs it (said so); this machine's torch sees no
     GPU and `--` names no device, so --cpu is added (said so), where ComfyUI would stop on "Torch not compiled
-    with CUDA enabled"."""
+    with CUDA enabled", and --quick loads the model in fp32."""
     import torch
 
     assert not torch.cuda.is_available()
@@ -305,12 +316,16 @@ def test_comfyuis_own_python_is_found_and_cpu_added_without_a_gpu(tmp_path, caps
     venv_python.parent.mkdir(parents=True)
     venv_python.symlink_to(sys.executable)
     code = load_api_script().main([str(ONE_SHOT), "--comfyui", str(comfyui), "--server", f"http://127.0.0.1:{port}",
-                                   "--out", str(tmp_path / "out")])
+                                   "--out", str(tmp_path / "out"), "--quick"])
     assert code == 0
     out = capsys.readouterr().out
     assert f"using ComfyUI's Python {venv_python} (found beside it; --python picks another)" in out
     assert f"torch in {venv_python} sees no GPU: starting ComfyUI with --cpu" in out
-    assert f"argv --listen 127.0.0.1 --port {port} --cpu\npython {venv_python}\n" in (comfyui / "requests.log").read_text()
+    log = (comfyui / "requests.log").read_text()
+    assert f"argv --listen 127.0.0.1 --port {port} --cpu\npython {venv_python}\n" in log
+    (queued,) = [line for line in log.splitlines() if line.startswith("POST /prompt ")]
+    prompt = json.loads(queued[len("POST /prompt "):])["prompt"]
+    assert [n["inputs"]["dtype"] for n in prompt.values() if n["class_type"] == "PoseCrafterModelLoader"] == ["fp32"]
 
 
 def test_a_python_without_comfyuis_requirements_is_refused_before_starting(tmp_path):
