@@ -80,11 +80,9 @@ def farthest_shirt(name: str) -> str:
 
 class Case:
     """A person (identity and body from ``identity_seed``) in a room, filmed doing ``training_motion``, driven by
-    another person's ``driving_motion`` for ``target_frames`` frames (the windows rows: ``LONG_FRAMES``). Tuned
-    models are cached, so every ablation of one case shares them."""
+    another person's ``driving_motion``. Tuned models are cached, so every ablation of one case shares them."""
 
-    def __init__(self, identity_seed: int, background_seed: int, training_motion: str, driving_motion: str,
-                 target_frames: int = TARGET_FRAMES):
+    def __init__(self, identity_seed: int, background_seed: int, training_motion: str, driving_motion: str):
         check_motion(training_motion)
         check_motion(driving_motion)
         self.person = identity(identity_seed)
@@ -92,7 +90,7 @@ class Case:
         self.training_poses = motion(training_motion, TRAINING_FRAMES, identity_seed, SIZE)
         self.training_frames = render(self.training_poses, self.person, self.room)
         self.driving_seed = identity_seed + DRIVING_SEED_OFFSET
-        self.identity_seed, self.driving_motion, self.target_frames = identity_seed, driving_motion, target_frames
+        self.identity_seed, self.driving_motion = identity_seed, driving_motion
         self.vae, self.base, self.embeddings = _shared()
         self.latents = models.encode(self.vae, self.training_frames)
         self.source_prompt = models.prompt(self.person.shirt)
@@ -167,7 +165,7 @@ class Case:
         check_ablation(ablation)
         started = time.perf_counter()
         long = ablation in ("all_frames_64", "windows_64")
-        frames = LONG_FRAMES if long else self.target_frames
+        frames = LONG_FRAMES if long else TARGET_FRAMES
         truth = self.ground_truth(frames)
         targets = self.targets(frames, retarget=ablation != "retarget_off")
         person = self.person

@@ -4,7 +4,8 @@
   the pixels the ground truth gives that part whose generated colour is within ``COLOUR_TOLERANCE`` of one of the
   part's colours; the mean over the groups (each group is also reported, as ``pose_<group>``).
 - ``identity`` (RGB distance 0..441, lower is better): per part group, the distance between the mean generated
-  colour and the mean ground-truth colour over that part's pixels (all frames pooled); the mean over the groups.
+  colour and the mean ground-truth colour over that part's pixels (all frames pooled); the mean over the groups
+  (each group is also reported, as ``identity_<group>``).
 - ``background`` (PSNR, dB): the generated background against the room, over the pixels at least
   ``BACKGROUND_MARGIN`` px away from the person; capped at ``PSNR_CAP`` (the renders themselves score the cap).
 - ``flicker``: mean absolute frame-to-frame change of the generated video over the ground truth's (1 is the
@@ -59,9 +60,10 @@ def score(frames: np.ndarray, target_poses: PoseSequence, identity: Identity, ba
         palette = np.array([colour for part in parts for colour in colours[part]], dtype=np.float64)
         distance = np.linalg.norm(generated[mask][:, None, :] - palette[None], axis=-1).min(axis=1)
         share = float((distance < COLOUR_TOLERANCE).mean())
-        result[f"pose_{group}"] = share
+        error = float(np.linalg.norm(generated[mask].mean(axis=0) - truth[mask].astype(np.float64).mean(axis=0)))
+        result[f"pose_{group}"], result[f"identity_{group}"] = share, error
         shares.append(share)
-        errors.append(float(np.linalg.norm(generated[mask].mean(axis=0) - truth[mask].astype(np.float64).mean(axis=0))))
+        errors.append(error)
     person = (labels > 0).astype(np.uint8)
     kernel = np.ones((2 * BACKGROUND_MARGIN + 1,) * 2, np.uint8)
     far = np.stack([cv2.dilate(m, kernel) == 0 for m in person])
