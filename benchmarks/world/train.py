@@ -308,6 +308,14 @@ def parse_args(argv=None):
     return args
 
 
+def _shown(value) -> str:
+    """An argument as training.json records it: paths inside the repository relative to it."""
+    root = Path(__file__).resolve().parents[2]
+    if isinstance(value, Path) and value.resolve().is_relative_to(root):
+        return str(value.resolve().relative_to(root))
+    return str(value)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = models.WEIGHTS if args.out is None else args.out
@@ -326,7 +334,7 @@ def main(argv=None) -> int:
     plot_losses({"vae": vae_losses, "diffusion": diffusion_losses}, out / "losses.png")
     command = "python benchmarks/world/train.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "training.json").write_text(json.dumps({
-        "command": command.strip(), "args": {k: str(v) for k, v in vars(args).items()},
+        "command": command.strip(), "args": {k: _shown(v) for k, v in vars(args).items()},
         "seconds_this_run": round(time.time() - started), "final_vae_loss": float(np.mean(vae_losses[-50:])),
         "final_diffusion_loss": float(np.mean(diffusion_losses[-50:])), "torch": torch.__version__,
     }, indent=2) + "\n")
