@@ -1,14 +1,14 @@
 """The method on the small world's committed weights (benchmarks/world/weights), end to end through the engine
 calls the nodes make: the outcome benchmark's first case (a person the models never saw), the full method against
-no tuning and against retargeting off. The floors are that case's scores in the benchmark
-(benchmarks/results/world_outcome_cases.json) less a margin for other CPUs' kernels; fixed seeds."""
+no tuning and against retargeting off. Expected values are that case's scores in the benchmark
+(benchmarks/results/world_outcome_cases.json), with a margin for other CPUs' kernels; fixed seeds."""
 import pytest
 
 from benchmarks.world.cases import Case
 from benchmarks.world.outcome import CASES
 
-# case 1 in the benchmark (2026-12-07): full 0.482, no_tuning 0.407, retarget_off 0.371, base 0.344 (pose share;
-# vae_roundtrip, the ceiling, 0.604); background PSNR full 20.0 dB, no_tuning 17.3 dB
+# case 1 in the benchmark (2026-12-07), pose share: full 0.482, no_tuning 0.407, retarget_off 0.371, base 0.344,
+# vae_roundtrip (the ceiling) 0.604; background PSNR: full 20.0 dB, no_tuning 17.3 dB
 MARGIN = 0.03
 
 
@@ -23,12 +23,14 @@ def test_full_method_puts_the_person_where_the_poses_say(rows):
     assert rows["full"]["background"] >= 20.0 - 1.0
 
 
-def test_one_shot_tuning_helps(rows):
-    # measured gap 0.075 in pose share and 11 in part colour distance (83.7 against 94.9)
+def test_tuning_moves_case_1_as_the_benchmark_measured(rows):
+    # on case 1 tuning adds 0.075 pose share and 2.7 dB of background; over the five cases the pose gain is
+    # mixed (-0.073 to +0.075, mean +0.009): this guards the case-1 effect, it does not claim a general one
+    assert rows["no_tuning"]["pose"] == pytest.approx(0.407, abs=MARGIN)
     assert rows["full"]["pose"] - rows["no_tuning"]["pose"] >= 0.075 / 2
-    assert rows["full"]["identity"] < rows["no_tuning"]["identity"] - 5
+    assert rows["full"]["background"] - rows["no_tuning"]["background"] >= 2.7 / 2
 
 
 def test_retargeting_to_the_trained_body_helps(rows):
-    # measured gap 0.111: without retargeting the driving person's proportions put the limbs where this body has none
+    # case 1 gap 0.111; every case of the benchmark agrees (mean gap 0.197)
     assert rows["full"]["pose"] - rows["retarget_off"]["pose"] >= 0.111 / 2
