@@ -1,8 +1,8 @@
-"""Exact FLOPs per frame and denoising step of our sampler, diffusers' ControlNet pipeline and ComfyUI's core
-path, and of a tuning step, on the full-size SD1.5 UNet + OpenPose ControlNet (README "Compute").
+"""Exact FLOPs per frame and denoising step of our sampler and diffusers' ControlNet pipeline, and of a
+tuning step, on the full-size SD1.5 UNet + OpenPose ControlNet (README "Compute").
 
-    python3 benchmarks/flops.py                          # 512 px, videos of 8 and 16 frames, tuning on 8
-    python3 benchmarks/flops.py --comfyui /path/to/ComfyUI
+    python3 benchmarks/flops.py                     # 512 px, videos of 8 and 16 frames, all four tuning settings
+    python3 benchmarks/flops.py --frames 17 --tuning paper+checkpointing --out OUT.json
 
 The models are built from the shipped configs as PyTorch fake tensors (``posecrafter/memory.py``: shapes,
 no values, no GPU) and run by the real loops for one step: our sampler (:func:`posecrafter.sampling.sample`,
@@ -52,7 +52,9 @@ COMPONENTS = {
     "prompt": "prompt keys and values (attn2.to_k, to_v): once per video",
     "rest": "everything else (convolutions, queries, attention, outputs, feed-forward, ...)",
 }
-TUNING_SETTINGS = [(rule, checkpointing) for rule in UPDATE_RULES for checkpointing in (False, True)]
+# Tuning settings by name: update rule and gradient checkpointing.
+TUNING_SETTINGS = {rule + suffix: (rule, checkpointing) for rule in UPDATE_RULES
+                   for suffix, checkpointing in (("", False), ("+checkpointing", True))}
 
 
 def component(path: str) -> str:
@@ -158,15 +160,16 @@ def tuning(fake_mode, configs, frames: int, height: int, width: int, update_rule
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512, help="frame size in pixels (default 512)")
-    parser.add_argument("--frames", type=int, nargs="+", default=[8, 16],
-                        help="video lengths counted for sampling (default 8 16)")
-    parser.add_argument("--no-tuning", action="store_true", help="count sampling only")
-    parser.add_argument("--comfyui", type=Path, default=None, help="a ComfyUI checkout: also count its core path")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flops.json")
+    parser.add_argument("--frames", type=int, nargs="*", default=[8, 16],
+                        help="video lengths counted for sampling (default 8 16; none: no sampling rows)")
+    parser.add_argument("--tuning", nargs="*", choices=list(TUNING_SETTINGS), default=list(TUNING_SETTINGS),
+                        help="tuning settings counted (default all; none: no tuning rows)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flops.json",
+                        help="JSON file, written after every row (default benchmarks/results/flops.json)")
     args = parser.parse_args(argv)
     if args.size % 8 or args.size <= 0:
         parser.error(f"--size must be a positive multiple of 8, got {args.size}")
-    if min(args.frames) < 1:
+    if any(frames < 1 for frames in args.frames):
         parser.error("--frames: every video needs at least one frame")
 
     report = {"size": args.size, "torch": torch.__version__, "diffusers": diffusers.__version__,
@@ -191,7 +194,7 @@ def main(argv=None):
             save()
             progress(f"  {result['posecrafter_gflop_per_frame']:.3f} vs {result['diffusers_gflop_per_frame']:.3f} "
                      f"GFLOP per frame (ratio {result['ratio']:.4f}; {time.perf_counter() - start:.0f} s)")
-        for rule, checkpointing in [] if args.no_tuning else TUNING_SETTINGS:
+        for rule, checkpointing in (TUNING_SETTINGS[name] for name in args.tuning):
             start = time.perf_counter()
             progress(f"tuning, \"{rule}\" rule, gradient checkpointing {'on' if checkpointing else 'off'}: "
                      f"one step on {CLIP_FRAMES} frames")
@@ -211,8 +214,8 @@ def format_table(report) -> str:
     lines = []
     for run in report["sampling"]:
         frames = run["frames"]
-        lines += [f"per frame and step, {report['size']} px, guidance 1, {frames} frames | diffusers GFLOP | "
-                  "ours GFLOP | difference", "|---|---|---|---|"]
+        lines += [f"| per frame and step, {report['size']} px, guidance 1, {frames} frames | diffusers GFLOP | "
+                  "ours GFLOP | difference |", "|---|---|---|---|"]
         for key, label in COMPONENTS.items():
             part = run["parts"][key]
             lines += [f"| {label} | {part['diffusers'] / frames / 1e9:.3f} | {part['posecrafter'] / frames / 1e9:.3f} "
