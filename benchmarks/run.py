@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, StableDiffusionControlNetPipeline
+from diffusers import StableDiffusionControlNetPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,7 +51,7 @@ from posecrafter.schedulers import ddim_scheduler  # noqa: E402
 from posecrafter.skeleton import SkeletonVideo  # noqa: E402
 from posecrafter.tuning import UPDATE_RULES, OneShotTuner  # noqa: E402
 from tests.sd15_random import write_sd15_files  # noqa: E402
-from tests.tiny_models import random_poses, tiny_controlnet, tiny_unet  # noqa: E402
+from tests.tiny_models import random_poses, tiny_controlnet, tiny_unet, tiny_vae  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PARTS = ("per_frame_step", "memory_in_video_length", "sampling", "tuning", "precision", "layout_and_compile")
@@ -189,10 +189,8 @@ def per_frame_step(stock, model, frames, size, steps, device, comfy_peer):
     """Seconds per frame and step of diffusers' ControlNet pipeline (F images in one batch), our sampler (F
     frames) and ComfyUI's core path when given, guidance 1, on the same weights."""
     unet, controlnet = stock
-    tiny_vae = AutoencoderKL(block_out_channels=(4,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
-                             up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4, layers_per_block=1)
     pipe = StableDiffusionControlNetPipeline(
-        vae=tiny_vae.to(device, unet.dtype), text_encoder=None, tokenizer=None, unet=unet, controlnet=controlnet,
+        vae=tiny_vae().to(device, unet.dtype), text_encoder=None, tokenizer=None, unet=unet, controlnet=controlnet,
         scheduler=ddim_scheduler(steps), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)

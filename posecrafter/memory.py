@@ -129,23 +129,43 @@ def _fake_parameters(module: nn.Module, fake_mode: FakeTensorMode, device: torch
     return module
 
 
+def _meta_stock_models(unet_config: dict, controlnet_config: dict, dtype: torch.dtype):
+    """diffusers' UNet and ControlNet of these configs on the meta device, weights in ``dtype`` (call under
+    ``torch.device("meta")``)."""
+    unet = UNet2DConditionModel.from_config(unet_config)
+    controlnet = ControlNetModel.from_config(controlnet_config)
+    for part in (unet, controlnet):
+        for param in part.parameters():
+            param.data = param.data.to(dtype)
+    return unet, controlnet
+
+
+def fake_stock_models(unet_config: dict, controlnet_config: dict, dtype: torch.dtype,
+                      fake_mode: FakeTensorMode) -> tuple[UNet2DConditionModel, ControlNetModel]:
+    """The UNet and ControlNet of these diffusers configs as fake tensors, as diffusers loads them (not inflated)."""
+    with torch.device("meta"):
+        unet, controlnet = _meta_stock_models(unet_config, controlnet_config, dtype)
+    device = torch.device("cpu")
+    return _fake_parameters(unet, fake_mode, device), _fake_parameters(controlnet, fake_mode, device)
+
+
 def fake_model(unet_config: dict, controlnet_config: dict, dtype: torch.dtype, fake_mode: FakeTensorMode) -> PoseCrafterModel:
     """The inflated UNet + ControlNet of these diffusers configs as fake tensors, frozen weights in ``dtype``
     and the trainable set in fp32, as :meth:`PoseCrafterModel.from_files` loads them."""
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(unet_config)
-        controlnet = ControlNetModel.from_config(controlnet_config)
-        for part in (unet, controlnet):
-            for param in part.parameters():
-                param.data = param.data.to(dtype)
-        model = PoseCrafterModel(unet, controlnet)
+        model = PoseCrafterModel(*_meta_stock_models(unet_config, controlnet_config, dtype))
     return _fake_parameters(model, fake_mode, torch.device("cpu"))
+
+
+def full_size_configs() -> tuple[dict, dict]:
+    """The diffusers configs of SD1.5's UNet and the OpenPose ControlNet (shipped in posecrafter/configs)."""
+    return (UNet2DConditionModel.load_config(str(SD15_UNET_CONFIG)),
+            ControlNetModel.load_config(str(OPENPOSE_CONTROLNET_CONFIG)))
 
 
 def full_size_model(dtype: torch.dtype, fake_mode: FakeTensorMode) -> PoseCrafterModel:
     """SD1.5's UNet and the OpenPose ControlNet (the shipped configs) as fake tensors."""
-    return fake_model(UNet2DConditionModel.load_config(str(SD15_UNET_CONFIG)),
-                      ControlNetModel.load_config(str(OPENPOSE_CONTROLNET_CONFIG)), dtype, fake_mode)
+    return fake_model(*full_size_configs(), dtype, fake_mode)
 
 
 class _Stop(Exception):
