@@ -429,8 +429,9 @@ def small_world(note):
     source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)", text=install.SOURCE_PROMPT,
                    clip=clip["CLIP"])
     tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns the person and the room)",
-                  model=model["model"], latent=latent["LATENT"], pose=select["pose"], conditioning=source["CONDITIONING"],
-                  steps=100, learning_rate=0.003, update_rule="paper", seed=0, gradient_checkpointing=False)
+                  model=model["model"], latent=latent["LATENT"], pose=select["pose"],
+                  conditioning=source["CONDITIONING"], steps=100, learning_rate=0.003, update_rule="paper", seed=0,
+                  gradient_checkpointing=False)
     w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
 
     driving, target = video_and_poses(3, POSES_STAGE, "Driving", install.DRIVING_VIDEO, "its frame rate is kept",
@@ -438,7 +439,8 @@ def small_world(note):
     retarget = w.add("PoseCrafterPoseRetarget", 4, POSES_STAGE, "Pose Retarget (to the training person)",
                      target_pose=target["pose"], training_pose=training_poses["pose"], mode="bones", anchor="auto",
                      smoothing=0.0)
-    w.add("PreviewImage", 4, POSES_STAGE, "Retargeted poses (driving | on the training body)", images=retarget["preview"])
+    w.add("PreviewImage", 4, POSES_STAGE, "Retargeted poses (driving | on the training body)",
+          images=retarget["preview"])
     w.add("PreviewAny", 4, POSES_STAGE, "Pose retarget report", source=retarget["report"])
 
     selector = w.add("PoseCrafterReferenceFrameSelector", 5, REFERENCE_STAGE, images=select["images"],
@@ -462,8 +464,8 @@ def small_world(note):
     decoded = w.add("VAEDecode", 5, GENERATE_STAGE, samples=sampler["latent"], vae=vae["VAE"])
     video_out = w.add("CreateVideo", 6, GENERATE_STAGE, "Video at the driving video's frame rate",
                       images=decoded["IMAGE"], fps=driving["fps"], fps_default=30.0)
-    w.add("SaveVideo", 6, GENERATE_STAGE, video=video_out["VIDEO"], filename_prefix="posecrafter/posecrafter_small_world",
-          format="auto", codec="auto")
+    w.add("SaveVideo", 6, GENERATE_STAGE, video=video_out["VIDEO"],
+          filename_prefix="posecrafter/posecrafter_small_world", format="auto", codec="auto")
     return w
 
 
@@ -519,8 +521,8 @@ def workflows():
             " such people (128x128 frames) and a random text encoder. It runs in minutes on a CPU and shows whether"
             " ComfyUI's nodes and the pack's fit together: the video should show the training person, in the training"
             " room, doing the driving motion. It is no use for photos or videos of real people.",
-            "**Load**: once, from the PoseCrafter folder, run `python benchmarks/world/install.py <your ComfyUI folder>`:"
-            " it writes the world's models (`models/diffusers`, `models/controlnet`, `models/vae`,"
+            "**Load**: once, from the PoseCrafter folder, run"
+            " `python benchmarks/world/install.py <your ComfyUI folder>`: it writes the world's models (`models/diffusers`, `models/controlnet`, `models/vae`,"
             " `models/text_encoders`) and its videos and pose files (`input/small_world_*`) that this workflow names."
             " The poses come from files (Load Poses): DWPose cannot see the world's people. The videos are lossless"
             " mp4 that browsers do not preview.",

@@ -330,7 +330,8 @@ def test_driving_poses_are_retargeted_before_anything_uses_them(path):
     target, trained = api[inputs["target_pose"][0]], api[inputs["training_pose"][0]]
     source = "PoseCrafterLoadPoses" if path.stem == SMALL_WORLD else "PoseCrafterDWPoseExtractor"
     assert target["class_type"] == trained["class_type"] == source
-    driving, training = ("Driving poses", "Training poses") if path.stem == SMALL_WORLD else ("Driving video", "Training video")
+    driving, training = ("Driving poses", "Training poses") if path.stem == SMALL_WORLD else (
+        "Driving video", "Training video")
     (driving,) = [i for i, n in api.items() if n["_meta"]["title"].startswith(driving)]
     (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith(training)]
     assert reaches(api, inputs["target_pose"][0], driving) and reaches(api, inputs["training_pose"][0], training)
@@ -532,7 +533,8 @@ def test_small_world_workflow_runs_the_benchmarks_full_row_on_the_installed_file
     assert loader == {"checkpoint": f"diffusers/{install.UNET}", "controlnet": install.CONTROLNET, "dtype": "fp32"}
     assert [i["vae_name"] for i in inputs("VAELoader")] == [install.VAE]
     assert [(i["clip_name"], i["type"]) for i in inputs("CLIPLoader")] == [(install.CLIP, "stable_diffusion")]
-    assert {i["text"] for i in inputs("CLIPTextEncode")} == {install.SOURCE_PROMPT} and install.SOURCE_PROMPT in models.PROMPTS
+    assert {i["text"] for i in inputs("CLIPTextEncode")} == {install.SOURCE_PROMPT}
+    assert install.SOURCE_PROMPT in models.PROMPTS
     (select,) = inputs("PoseCrafterSelectFrames")
     assert (select["frames"], select["mode"]) == (cases.TUNING_FRAMES, "uniform")
     (tuner,) = inputs("PoseCrafterOneShotTuner")
