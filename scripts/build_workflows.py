@@ -397,6 +397,80 @@ def evaluate(note):
     return w
 
 
+def small_world(note):
+    """Workflow (f), the method on the small synthetic world (benchmarks/world), with the files its install.py
+    writes and the settings of the outcome benchmark's 'full' row (benchmarks/world/cases.py): 8 of 24 training
+    frames, 100 tuning steps at 3e-3 (paper rule, seed 0), the driving poses retargeted (bones) onto all training
+    poses, 25 DDIM steps for inversion and sampling, guidance 1, all frames at once. Poses come from files: DWPose
+    cannot see the world's people. Its models cannot be downloaded (install.py makes them), so none are listed."""
+    from benchmarks.world import cases, install
+
+    w = Workflow("posecrafter_small_world", note, models=[])
+    train_stage = "2 The world's video: train"
+    w.add(NOTE_NODE, 0, None, size=NOTE_SIZE, text=note)
+    clip = w.add("CLIPLoader", 0, MODELS_STAGE, "The world's text encoder (random CLIP-L)", clip_name=install.CLIP,
+                 type="stable_diffusion", device="default")
+    vae = w.add("VAELoader", 0, MODELS_STAGE, "The world's VAE (TAESD layout)", vae_name=install.VAE)
+    model = w.add("PoseCrafterModelLoader", 0, MODELS_STAGE, checkpoint=f"diffusers/{install.UNET}",
+                  controlnet=install.CONTROLNET, dtype="fp32")
+
+    def video_and_poses(column, stage, which, video_file, video_note, poses_file, poses_note):
+        """A Load Video with its components, and the Load Poses of its poses with the load report shown."""
+        video = w.add("LoadVideo", column, stage, f"{which} video ({video_note})", file=video_file)
+        components = w.add("GetVideoComponents", column, stage, video=video["VIDEO"])
+        poses = w.add("PoseCrafterLoadPoses", column, stage, f"{which} poses ({poses_note})", file=poses_file, width=0,
+                      height=0, skip_first_frames=0, select_every_nth=1, frame_load_cap=0)
+        w.add("PreviewAny", column, stage, f"{which} pose file report", source=poses["report"])
+        return components, poses
+
+    training, training_poses = video_and_poses(1, train_stage, "Training", install.TRAINING_VIDEO, "the world's person",
+                                               install.TRAINING_POSES, "one per video frame")
+    select = w.add("PoseCrafterSelectFrames", 2, train_stage, "Training frames to tune on", images=training["images"],
+                   frames=cases.TUNING_FRAMES, mode="uniform", training_pose=training_poses["pose"])
+    latent = w.add("VAEEncode", 2, train_stage, pixels=select["images"], vae=vae["VAE"])
+    source = w.add("CLIPTextEncode", 2, train_stage, "Source prompt (the training video)", text=install.SOURCE_PROMPT,
+                   clip=clip["CLIP"])
+    tuner = w.add("PoseCrafterOneShotTuner", 2, train_stage, "One-Shot Tuner (learns the person and the room)",
+                  model=model["model"], latent=latent["LATENT"], pose=select["pose"],
+                  conditioning=source["CONDITIONING"], steps=100, learning_rate=0.003, update_rule="paper", seed=0,
+                  gradient_checkpointing=False)
+    w.add("PreviewImage", 2, train_stage, "Loss curve", images=tuner["loss_curve"])
+
+    driving, target = video_and_poses(3, POSES_STAGE, "Driving", install.DRIVING_VIDEO, "its frame rate is kept",
+                                      install.DRIVING_POSES, "the motion to follow")
+    retarget = w.add("PoseCrafterPoseRetarget", 4, POSES_STAGE, "Pose Retarget (to the training person)",
+                     target_pose=target["pose"], training_pose=training_poses["pose"], mode="bones", anchor="auto",
+                     smoothing=0.0)
+    w.add("PreviewImage", 4, POSES_STAGE, "Retargeted poses (driving | on the training body)",
+          images=retarget["preview"])
+    w.add("PreviewAny", 4, POSES_STAGE, "Pose retarget report", source=retarget["report"])
+
+    selector = w.add("PoseCrafterReferenceFrameSelector", 5, REFERENCE_STAGE, images=select["images"],
+                     latent=latent["LATENT"], training_pose=select["pose"], target_pose=retarget["pose"],
+                     distance="visible")
+    w.add("PreviewImage", 5, REFERENCE_STAGE, "Reference frame", images=selector["image"])
+    w.add("PreviewAny", 5, REFERENCE_STAGE, "Reference frame and Video-SIM", source=selector["report"])
+    inserter = w.add("PoseCrafterPoseInserter", 6, REFERENCE_STAGE, target_pose=retarget["pose"],
+                     reference_pose=selector["pose"], position=0)
+    inversion = w.add("PoseCrafterDDIMInverter", 6, REFERENCE_STAGE, model=tuner["model"], latent=selector["latent"],
+                      pose=selector["pose"], conditioning=source["CONDITIONING"], steps=cases.STEPS)
+    editor = w.add("PoseCrafterLatentEditor", 6, REFERENCE_STAGE, inversion=inversion["inversion"],
+                   pose=inserter["pose"], edit_face=True, edit_hands=True, alpha=1)
+    w.add("PreviewAny", 6, REFERENCE_STAGE, "Latent edits per frame", source=editor["report"])
+
+    prompt = w.add("CLIPTextEncode", 0, MODELS_STAGE, "Target prompt (the same: the person as trained)",
+                   text=install.SOURCE_PROMPT, clip=clip["CLIP"])
+    sampler = w.add("PoseCrafterTemporalSampler", 5, GENERATE_STAGE, model=tuner["model"], latent=editor["latent"],
+                    pose=inserter["pose"], positive=prompt["CONDITIONING"], steps=cases.STEPS, cfg=1.0,
+                    control_strength=1.0, context_length=0, context_overlap=4, drop_inserted_frame=True)
+    decoded = w.add("VAEDecode", 5, GENERATE_STAGE, samples=sampler["latent"], vae=vae["VAE"])
+    video_out = w.add("CreateVideo", 6, GENERATE_STAGE, "Video at the driving video's frame rate",
+                      images=decoded["IMAGE"], fps=driving["fps"], fps_default=30.0)
+    w.add("SaveVideo", 6, GENERATE_STAGE, video=video_out["VIDEO"],
+          filename_prefix="posecrafter/posecrafter_small_world", format="auto", codec="auto")
+    return w
+
+
 def workflows():
     loads = ("**Load** (in `ComfyUI/input`): `training.mp4`, your video of one person (8 frames or more), and "
              "`driving.mp4`, the motion to follow, in the two Load Video nodes; check the model names in group 1.")
@@ -442,6 +516,20 @@ def workflows():
             " and, in group 6, a report (MSE-P pose error by part, PSNR, SSIM, CLIP-I, CLIP-T, worst frames) and a"
             " per-frame plot, measured against the real frames. Numbers compare only between runs at the same size"
             " and frame count.",
+        ])),
+        small_world("\n\n".join([
+            "## (f) The small world: a check, not a model for real people",
+            "The whole method on a small synthetic world (`benchmarks/world`): a drawn person, tiny models trained on"
+            " such people (128x128 frames) and a random text encoder. It runs in minutes on a CPU and shows whether"
+            " ComfyUI's nodes and the pack's fit together: the video should show the training person, in the training"
+            " room, doing the driving motion. It is no use for photos or videos of real people.",
+            "**Load**: once, from the PoseCrafter folder, run"
+            " `python benchmarks/world/install.py <your ComfyUI folder>`: it writes the world's models (`models/diffusers`, `models/controlnet`, `models/vae`,"
+            " `models/text_encoders`) and its videos and pose files (`input/small_world_*`) that this workflow names."
+            " The poses come from files (Load Poses): DWPose cannot see the world's people. The videos are lossless"
+            " mp4 that browsers do not preview.",
+            "**Out**: a 16-frame 128x128 video in `ComfyUI/output/posecrafter/`, made with the settings of the outcome"
+            " benchmark's `full` row, so `benchmarks.world.score(...)` measures it as the benchmark does.",
         ])),
     ]
 

@@ -11,6 +11,7 @@ from tests.comfy_pack import ROOT, load_pack
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 API_DIR = ROOT / "workflows" / "api"
 RETARGETED = [p for p in WORKFLOWS if p.stem != "posecrafter_evaluate"]
+SMALL_WORLD = "posecrafter_small_world"
 
 # The core nodes the workflows use, as ComfyUI defines them (nodes.py, comfy_extras/nodes_video.py and nodes_images.py):
 # inputs in definition order as (name, type, is_widget, required), outputs as (name, type).
@@ -41,6 +42,13 @@ CORE_NODES = {
         "outputs": [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")],
     },
     "VAELoader": {"inputs": [("vae_name", "COMBO", True, True)], "outputs": [("VAE", "VAE")]},
+    # nodes.py: the type list grows with every ComfyUI version, so only its type is pinned; device is an advanced
+    # widget the frontend stores a value for
+    "CLIPLoader": {
+        "inputs": [("clip_name", "COMBO", True, True), ("type", "COMBO", True, True),
+                   ("device", ["default", "cpu"], True, False)],
+        "outputs": [("CLIP", "CLIP")],
+    },
     "CLIPTextEncode": {
         "inputs": [("text", "STRING", True, True), ("clip", "CLIP", False, True)],
         "outputs": [("CONDITIONING", "CONDITIONING")],
@@ -150,10 +158,10 @@ def signatures():
     return all_signatures()
 
 
-def test_there_are_five_workflows_with_api_twins():
+def test_there_are_six_workflows_with_api_twins():
     names = {p.stem for p in WORKFLOWS}
     assert names == {"posecrafter_one_shot", "posecrafter_from_tuned", "posecrafter_attribute_edit",
-                     "posecrafter_long_video", "posecrafter_evaluate"}
+                     "posecrafter_long_video", "posecrafter_evaluate", "posecrafter_small_world"}
     assert {p.stem for p in API_DIR.glob("*.json")} == names
 
 
@@ -229,7 +237,7 @@ def test_workflow_nodes_and_links(path, signatures):
             position += 1 + extra
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in WORKFLOWS if p.stem != SMALL_WORLD], ids=lambda p: p.stem)
 def test_workflow_names_its_models(path):
     workflow = json.loads(path.read_text())
     models = workflow["models"]
@@ -269,8 +277,8 @@ def test_workflows_differ_where_they_should():
     assert nodes_of("posecrafter_one_shot", "PoseCrafterSaveTuned")
     for name in ("posecrafter_from_tuned", "posecrafter_attribute_edit", "posecrafter_long_video"):
         assert nodes_of(name, "PoseCrafterLoadTuned") and not nodes_of(name, "PoseCrafterOneShotTuner")
-    assert nodes_of("posecrafter_evaluate", "PoseCrafterOneShotTuner")
-    assert not nodes_of("posecrafter_evaluate", "PoseCrafterSaveTuned")
+    for name in ("posecrafter_evaluate", SMALL_WORLD):
+        assert nodes_of(name, "PoseCrafterOneShotTuner") and not nodes_of(name, "PoseCrafterSaveTuned")
     for name in api:
         (sampler,) = nodes_of(name, "PoseCrafterTemporalSampler")
         assert sampler["cfg"] == (3.0 if name == "posecrafter_attribute_edit" else 1.0)
@@ -313,15 +321,19 @@ def test_driving_poses_are_retargeted_before_anything_uses_them(path):
     """Pose Retarget (bones) takes the driving video's DWPose poses and the training poses; its poses are the
     only driving poses that reference selection, the Pose Inserter (so latent editing and sampling) and
     Select Frames see. Its preview goes to a Preview Image, its report to a Preview as Text. (The evaluation
-    workflow follows the person's own poses, as the paper's protocol does.)"""
+    workflow follows the person's own poses, as the paper's protocol does.) In the small world the poses come
+    from pose files (Load Poses) instead of DWPose on the videos."""
     api = json.loads((API_DIR / path.name).read_text())
     (retarget,) = [i for i, n in api.items() if n["class_type"] == "PoseCrafterPoseRetarget"]
     inputs = api[retarget]["inputs"]
     assert (inputs["mode"], inputs["anchor"], inputs["smoothing"]) == ("bones", "auto", 0.0)
-    (driving,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Driving video")]
-    (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith("Training video")]
     target, trained = api[inputs["target_pose"][0]], api[inputs["training_pose"][0]]
-    assert target["class_type"] == trained["class_type"] == "PoseCrafterDWPoseExtractor"
+    source = "PoseCrafterLoadPoses" if path.stem == SMALL_WORLD else "PoseCrafterDWPoseExtractor"
+    assert target["class_type"] == trained["class_type"] == source
+    driving, training = ("Driving poses", "Training poses") if path.stem == SMALL_WORLD else (
+        "Driving video", "Training video")
+    (driving,) = [i for i, n in api.items() if n["_meta"]["title"].startswith(driving)]
+    (training,) = [i for i, n in api.items() if n["_meta"]["title"].startswith(training)]
     assert reaches(api, inputs["target_pose"][0], driving) and reaches(api, inputs["training_pose"][0], training)
     poses_users = {"PoseCrafterReferenceFrameSelector": "target_pose", "PoseCrafterPoseInserter": "target_pose"}
     for node_id, node in api.items():
@@ -357,7 +369,7 @@ def test_one_workflow_selects_training_frames_that_cover_the_target():
         assert selector["training_pose"] == [select, 1] and selector["images"] == [select, 0]
     assert modes == {"posecrafter_one_shot": "uniform", "posecrafter_from_tuned": "uniform",
                      "posecrafter_attribute_edit": "uniform", "posecrafter_long_video": "cover",
-                     "posecrafter_evaluate": "uniform"}
+                     "posecrafter_evaluate": "uniform", SMALL_WORLD: "uniform"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -370,6 +382,7 @@ def test_every_text_report_is_shown(path, signatures):
                for slot, (_, kind) in enumerate(signatures[node["type"]]["outputs"]) if kind == "STRING"]
     expected = {"PoseCrafterReferenceFrameSelector", "PoseCrafterLatentEditor"}
     expected |= {"PoseCrafterEvaluate"} if path.stem == "posecrafter_evaluate" else {"PoseCrafterPoseRetarget"}
+    expected |= {"PoseCrafterLoadPoses"} if path.stem == SMALL_WORLD else set()
     assert {node["type"] for node, _ in reports} == expected
     for node, slot in reports:
         targets = [nodes[links[link][3]]["type"] for link in node["outputs"][slot]["links"] or []]
@@ -497,3 +510,40 @@ def test_titles_say_what_a_node_is_for_not_its_widget_values(path):
             for text in shown:
                 assert not re.search(rf"(?<!{edge}){re.escape(text)}(?!{edge})", title, re.IGNORECASE), \
                     f"{path.name} node {node_id} '{title}' shows {name}={value!r}"
+
+
+def test_small_world_workflow_runs_the_benchmarks_full_row_on_the_installed_files():
+    """(f) names exactly the files benchmarks/world/install.py writes (and lists no downloads: they cannot be
+    downloaded), with the settings of the outcome benchmark's 'full' row (benchmarks/world/cases.py), so its
+    video can be scored like the benchmark's: 8 of the training frames, the paper's tuning, retargeting onto
+    the poses of all training frames, the same DDIM steps, guidance 1, all frames at once, the source prompt."""
+    from benchmarks.world import cases, install, models
+    from posecrafter.tuning import paper_steps
+
+    assert json.loads((ROOT / "workflows" / f"{SMALL_WORLD}.json").read_text())["models"] == []
+    api = json.loads((API_DIR / f"{SMALL_WORLD}.json").read_text())
+
+    def inputs(kind):
+        return [n["inputs"] for n in api.values() if n["class_type"] == kind]
+
+    assert [i["file"] for i in inputs("LoadVideo")] == [install.TRAINING_VIDEO, install.DRIVING_VIDEO]
+    training_poses, driving_poses = inputs("PoseCrafterLoadPoses")
+    assert (training_poses["file"], driving_poses["file"]) == (install.TRAINING_POSES, install.DRIVING_POSES)
+    (loader,) = inputs("PoseCrafterModelLoader")
+    assert loader == {"checkpoint": f"diffusers/{install.UNET}", "controlnet": install.CONTROLNET, "dtype": "fp32"}
+    assert [i["vae_name"] for i in inputs("VAELoader")] == [install.VAE]
+    assert [(i["clip_name"], i["type"]) for i in inputs("CLIPLoader")] == [(install.CLIP, "stable_diffusion")]
+    assert {i["text"] for i in inputs("CLIPTextEncode")} == {install.SOURCE_PROMPT}
+    assert install.SOURCE_PROMPT in models.PROMPTS
+    (select,) = inputs("PoseCrafterSelectFrames")
+    assert (select["frames"], select["mode"]) == (cases.TUNING_FRAMES, "uniform")
+    (tuner,) = inputs("PoseCrafterOneShotTuner")
+    assert (tuner["steps"], tuner["learning_rate"], tuner["update_rule"], tuner["seed"]) == (
+        paper_steps(cases.TUNING_FRAMES), 0.003, "paper", 0)
+    (retarget,) = inputs("PoseCrafterPoseRetarget")
+    assert api[retarget["training_pose"][0]]["inputs"] == training_poses, "retargeted onto every training frame's pose"
+    (inverter,), (sampler,) = inputs("PoseCrafterDDIMInverter"), inputs("PoseCrafterTemporalSampler")
+    assert inverter["steps"] == sampler["steps"] == cases.STEPS
+    assert (sampler["cfg"], sampler["context_length"], sampler["drop_inserted_frame"]) == (1.0, 0, True)
+    (editor,) = inputs("PoseCrafterLatentEditor")
+    assert (editor["edit_face"], editor["edit_hands"], editor["alpha"]) == (True, True, 1)

@@ -155,3 +155,56 @@ def test_training_resumes_where_it_stopped_and_never_overwrites_weights(tmp_path
     monkeypatch.setattr(models, "WEIGHTS", tmp_path / "b")
     assert train.main(["--work", str(resumed), *small]) == 2  # weights there, no --out: refused before training
     assert "already holds trained weights; pass --out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("folder, says", [("nowhere", "does not exist"), ("file", "is a file, not a folder"),
+                                          (".", "has no models/ folder, so it is not a ComfyUI folder")])
+def test_install_refuses_a_folder_that_is_not_comfyuis_by_name(tmp_path, capsys, folder, says):
+    from benchmarks.world import install
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit:
+        install.main([str(tmp_path / folder)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"COMFYUI_DIR {tmp_path / folder} {says}" in err and "Traceback" not in err
+
+
+def test_install_never_overwrites_and_writes_nothing_when_it_refuses(tmp_path, capsys):
+    from benchmarks.world import install
+
+    mine = tmp_path / "input" / install.DRIVING_POSES
+    (tmp_path / "models").mkdir()
+    mine.parent.mkdir()
+    mine.write_text("my poses")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit):
+        install.main([str(tmp_path), "--weights", str(tmp_path / "no_weights")])
+    assert f"already there and are not overwritten: {mine}; delete them, or pass --replace" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # replacing: the weights are read before anything is written
+        install.main([str(tmp_path), "--weights", str(tmp_path / "no_weights"), "--replace"])
+    assert "the world's weights are missing" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before and mine.read_text() == "my poses"
+
+
+def test_installed_videos_and_pose_files_hold_the_cases_frames_and_poses(tmp_path):
+    """What ComfyUI's Load Video decodes (rgb24 / 255) is exactly the rendered frames, at the motion's 12 fps;
+    Load Poses reads back the renderer's poses."""
+    import av
+
+    from benchmarks.world import install
+    from posecrafter.pose import from_pose_keypoint
+
+    paths = {what: tmp_path / target.name for what, target in install.TARGETS.items() if target.parts[0] == "input"}
+    install.write_inputs(paths)
+    case, driving = install.world_case()
+    for video, frames in ((paths["training_video"], case.training_frames), (paths["driving_video"], driving)):
+        with av.open(str(video)) as container:
+            decoded = [frame for frame in container.decode(video=0)]
+            rate = container.streams.video[0].average_rate
+        assert decoded[0].format.name == "rgb24" and rate == install.FPS
+        np.testing.assert_array_equal(np.stack([frame.to_ndarray(format="rgb24") for frame in decoded]), frames)
+    for file, poses in ((paths["training_poses"], case.training_poses), (paths["driving_poses"], case.driving(16))):
+        loaded = from_pose_keypoint(json.loads(file.read_text()), file.name)
+        assert (loaded.canvas_width, loaded.canvas_height) == (poses.canvas_width, poses.canvas_height) == (SIZE, SIZE)
+        np.testing.assert_array_equal(loaded.visible, poses.visible)
+        np.testing.assert_allclose(loaded.points[poses.visible], poses.points[poses.visible], atol=1e-9)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
@@ -91,11 +91,18 @@ class Case:
         self.training_frames = render(self.training_poses, self.person, self.room)
         self.driving_seed = identity_seed + DRIVING_SEED_OFFSET
         self.identity_seed, self.driving_motion = identity_seed, driving_motion
-        self.vae, self.base, self.embeddings = _shared()
-        self.latents = models.encode(self.vae, self.training_frames)
         self.source_prompt = models.prompt(self.person.shirt)
         self._tuned = {}
         self.videos = {}  # ablation -> the generated uint8 frames of its last run
+
+    # The models load on first use, so a case's poses and renders need no weights (install.py, the ComfyUI test).
+    vae = property(lambda self: _shared()[0])
+    base = property(lambda self: _shared()[1])
+    embeddings = property(lambda self: _shared()[2])
+
+    @cached_property
+    def latents(self) -> torch.Tensor:
+        return models.encode(self.vae, self.training_frames)
 
     # ------------------------------------------------------------------ poses
     def driving(self, frames: int) -> PoseSequence:

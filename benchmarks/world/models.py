@@ -133,11 +133,15 @@ def load_vae(weights: Path = WEIGHTS) -> AutoencoderTiny:
     return _load(new_vae(), Path(weights) / "vae.safetensors")
 
 
+def load_unet_and_controlnet(weights: Path = WEIGHTS) -> tuple[UNet2DConditionModel, ControlNetModel]:
+    """The world's trained UNet and ControlNet as diffusers models (fp32, not inflated)."""
+    unet = _load(new_unet(), Path(weights) / "unet.safetensors")
+    return unet, _load(new_controlnet(unet), Path(weights) / "controlnet.safetensors")
+
+
 def load_video_model(weights: Path = WEIGHTS) -> PoseCrafterModel:
     """The world's trained UNet and ControlNet, inflated by the pack (fp32)."""
-    unet = _load(new_unet(), Path(weights) / "unet.safetensors")
-    controlnet = _load(new_controlnet(unet), Path(weights) / "controlnet.safetensors")
-    return PoseCrafterModel(unet, controlnet)
+    return PoseCrafterModel(*load_unet_and_controlnet(weights))
 
 
 def encode(vae: AutoencoderTiny, frames: np.ndarray) -> torch.Tensor:
