@@ -422,3 +422,17 @@ def test_bad_poses_reach_the_user_as_messages_naming_the_input(pose):
         node("PoseCrafterPoseRender").render(pose, 64, 64)
     with pytest.raises(ValueError, match=r"^target_pose"):
         node("PoseCrafterPoseInserter").insert(pose, synthetic_pose(1), 0)
+
+
+@pytest.mark.parametrize("dtype, name", [(torch.bfloat16, "bf16"), (torch.float16, "fp16")])
+def test_model_loader_warns_of_half_precision_on_a_cpu_without_its_instructions(monkeypatch, dtype, name):
+    warning = pack_module("nodes.model_nodes").slow_half_precision_warning
+    for flag in ("_is_mkldnn_bf16_supported", "_is_mkldnn_fp16_supported"):
+        monkeypatch.setattr(torch.ops.mkldnn, flag, lambda: False)
+    assert f"dtype {name} on this CPU, which has no {name} instructions" in warning(dtype, torch.device("cpu"))
+    assert "set the Model Loader's dtype to fp32" in warning(dtype, torch.device("cpu"))
+    assert warning(torch.float32, torch.device("cpu")) is None
+    assert warning(dtype, torch.device("cuda")) is None
+    for flag in ("_is_mkldnn_bf16_supported", "_is_mkldnn_fp16_supported"):
+        monkeypatch.setattr(torch.ops.mkldnn, flag, lambda: True)
+    assert warning(dtype, torch.device("cpu")) is None
