@@ -208,3 +208,9 @@ def test_installed_videos_and_pose_files_hold_the_cases_frames_and_poses(tmp_pat
         assert (loaded.canvas_width, loaded.canvas_height) == (poses.canvas_width, poses.canvas_height) == (SIZE, SIZE)
         np.testing.assert_array_equal(loaded.visible, poses.visible)
         np.testing.assert_allclose(loaded.points[poses.visible], poses.points[poses.visible], atol=1e-9)
+
+
+def test_outcome_means_keep_only_the_metrics_every_case_reported():
+    from benchmarks.world.outcome import mean_scores
+    table = mean_scores([{"full": {"pose": 0.4, "identity_torso": 9.0}}, {"full": {"pose": 0.6}}, {}])
+    assert table == {"full": {"pose": pytest.approx(0.5), "cases": 2}}

@@ -32,19 +32,21 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 # each driven by another motion kind.
 CASES = ((1, 101, "dance", "wave"), (2, 102, "walk", "hands"), (3, 103, "hands", "dance"),
          (4, 104, "wave", "turn_head"), (5, 105, "turn_head", "walk"))
-COLUMNS = ("cases", "pose", "pose_torso", "pose_arms", "pose_legs", "pose_head", "pose_hands", "pose_face", "identity",
-           "background", "flicker", "seam", "seconds")
+COLUMNS = ("cases", "pose", "pose_torso", "pose_arms", "pose_legs", "pose_head", "pose_hands", "pose_face",
+           "identity", "background", "flicker", "seam", "seconds")
 STRIP_ROWS = ("ground_truth", "full", "no_tuning", "retarget_off")
 STRIP_FRAMES = 8
 
 
 def mean_scores(per_case: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
-    """{ablation: {metric: mean over the cases that ran it, "cases": how many did}}."""
+    """{ablation: {metric: mean over the cases that ran it, "cases": how many did}}; a metric only some of them
+    report is left out."""
     table = {}
     for ablation in ABLATIONS:
         rows = [case[ablation] for case in per_case if ablation in case]
         if rows:
-            table[ablation] = {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+            keys = [key for key in rows[0] if all(key in row for row in rows)]  # rows saved by an older scorer
+            table[ablation] = {key: float(np.mean([row[key] for row in rows])) for key in keys}
             table[ablation]["cases"] = len(rows)
     return table
 
@@ -52,12 +54,13 @@ def mean_scores(per_case: list[dict[str, dict]]) -> dict[str, dict[str, float]]:
 def markdown(table: dict[str, dict[str, float]], cases: int) -> str:
     columns = [c for c in COLUMNS if any(c in row for row in table.values())]
     lines = [f"Means over the {cases} case(s) run (cases: how many ran the row). pose: share of each part's pixels "
-             "in its colour (higher is better); identity: RGB distance of part colours (lower is better); background: PSNR dB (capped at 60); "
-             "flicker: frame-to-frame change over the ground truth's; seam: change across window boundaries over "
-             "change within windows.", "",
+             "in its colour (higher is better); identity: RGB distance of part colours (lower is better); "
+             "background: PSNR dB (capped at 60); flicker: frame-to-frame change over the ground truth's; seam: "
+             "change across window boundaries over change within windows.", "",
              "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for ablation, row in table.items():
-        cells = [("" if c not in row else f"{row[c]:.0f}" if c in ("seconds", "cases") else f"{row[c]:.3g}") for c in columns]
+        cells = [("" if c not in row else f"{row[c]:.0f}" if c in ("seconds", "cases") else f"{row[c]:.3g}")
+                 for c in columns]
         lines.append(f"| {ablation} | " + " | ".join(cells) + " |")
     edit = table.get("attribute_edit")
     if edit:
@@ -140,10 +143,11 @@ def main(argv=None) -> int:
     fingerprint = weights_fingerprint(args.weights)
     per_case = [{} for _ in CASES] if args.fresh else saved_results(args.out, fingerprint)
     todo = [[a for a in args.ablations if a not in per_case[number]] for number in range(args.cases)]
-    if sum(map(len, todo)) < args.cases * len(args.ablations):
-        print(f"resuming: {args.cases * len(args.ablations) - sum(map(len, todo))} row(s) already in {args.out} for "
-              "these weights (--fresh runs them again)")
-    bar = tqdm(total=sum(map(len, todo)), desc="outcome", unit="row")
+    remaining = sum(map(len, todo))
+    if remaining < args.cases * len(args.ablations):
+        print(f"resuming: {args.cases * len(args.ablations) - remaining} row(s) already in {args.out} for these "
+              "weights (--fresh runs them again)")
+    bar = tqdm(total=remaining, desc="outcome", unit="row")
     text = write_results(per_case, fingerprint, args.out)
     for number, rows in enumerate(todo):
         if not rows:

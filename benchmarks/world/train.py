@@ -76,7 +76,7 @@ def text_for(shirt: str, rng: np.random.Generator) -> str:
 def diffusion_pool(vae, size: int, seed: int, work: Path) -> dict:
     """``size`` training samples rendered and encoded once, cached in ``work`` (read back with weights_only=True):
     the UNet's latents, the skeleton hints (uint8) and each person's shirt colour."""
-    path = work / f"diffusion_pool_{size}.pt"
+    path = work / f"diffusion_pool_{seed}_{size}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     latents, skeletons, shirts = [], [], []
