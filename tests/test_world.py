@@ -141,20 +141,34 @@ def test_training_resumes_where_it_stopped_and_never_overwrites_weights(tmp_path
                   for i, text in enumerate(models.PROMPTS)}
     monkeypatch.setattr(models, "prompt_embeddings", lambda: embeddings)  # CLIP-L itself is tested above
     small = ["--batch", "2", "--vae-batch", "2", "--vae-crop", "32", "--save-every", "1", "--vae-steps", "2",
-             "--pool", "4"]
+             "--vae-detail-steps", "2", "--pool", "4"]
     resumed, straight = tmp_path / "resumed", tmp_path / "straight"
     assert train.main(["--out", str(tmp_path / "a"), "--work", str(resumed), "--steps", "2", *small]) == 0
     assert train.main(["--out", str(tmp_path / "b"), "--work", str(resumed), "--steps", "3", *small]) == 0
     out = capsys.readouterr().out
-    assert "vae: resuming at step 2 of 2" in out and "diffusion: resuming at step 2 of 3" in out
+    assert "vae: resuming at step 2 of 2" in out and "vae_detail: resuming at step 2 of 2" in out
+    assert "diffusion: resuming at step 2 of 3" in out
     assert train.main(["--out", str(tmp_path / "c"), "--work", str(straight), "--steps", "3", *small]) == 0
-    losses = [torch.load(work / "diffusion.pt", weights_only=True)["losses"] for work in (resumed, straight)]
+    checkpoints = [list(work.glob("vae-*/diffusion.pt")) for work in (resumed, straight)]
+    assert [len(found) for found in checkpoints] == [1, 1]  # one folder per VAE, named after its weights
+    losses = [torch.load(found[0], weights_only=True)["losses"] for found in checkpoints]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)  # resuming changes nothing
     for name in models.WEIGHT_FILES:
         assert (tmp_path / "b" / name).stat().st_size > 0
     monkeypatch.setattr(models, "WEIGHTS", tmp_path / "b")
     assert train.main(["--work", str(resumed), *small]) == 2  # weights there, no --out: refused before training
     assert "already holds trained weights; pass --out" in capsys.readouterr().err
+
+
+def test_detail_crops_centre_on_the_face_features_and_hands_and_weigh_their_pixels():
+    images, weights = train.detail_batch(step=0, size=16, crop=32, seed=6)
+    assert images.shape == (16, 3, 32, 32) and weights.shape == (16, 1, 32, 32)
+    assert images.min() >= -1 and images.max() <= 1
+    assert set(weights.unique().tolist()) == {1.0, 1 + train.DETAIL_WEIGHT}
+    detailed = (weights > 1).flatten(1).any(dim=1)
+    assert detailed.sum() >= 10  # three quarters aim at a feature or hand pixel; random crops rarely hold one
+    _, again = train.detail_batch(step=0, size=16, crop=32, seed=6)
+    assert torch.equal(weights, again)  # a resumed run draws the same crops
 
 
 @pytest.mark.parametrize("folder, says", [("nowhere", "does not exist"), ("file", "is a file, not a folder"),

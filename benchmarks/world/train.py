@@ -1,16 +1,18 @@
 """Train the small world's models: ``python benchmarks/world/train.py`` (about 90 minutes on 2 CPU cores).
 
-Two stages, each resumable from its last checkpoint (``--work``, every ``--save-every`` steps and on Ctrl-C):
+Three stages, each resumable from its last checkpoint (``--work``, every ``--save-every`` steps and on Ctrl-C):
 
-1. ``vae``: a TAESD-layout ``AutoencoderTiny`` on random 64 px crops of rendered frames (it is fully
-   convolutional), reconstruction L1 + MSE, with a penalty that keeps its latents at unit RMS (the UNet's
-   latent space).
-2. ``diffusion``: the UNet and its OpenPose-style ControlNet trained together from scratch on single frames, as an
+1. ``vae``: a TAESD-layout ``AutoencoderTiny`` on random crops of rendered frames (it is fully convolutional),
+   reconstruction L1 + MSE, with a penalty that keeps its latents at unit RMS (the UNet's latent space).
+2. ``vae_detail``: the same VAE on crops around the face features and hands, whose pixels weigh ten times as much:
+   they are a few pixels per frame, and without this stage the VAE paints the eyes, brows and mouth over with skin.
+3. ``diffusion``: the UNet and its OpenPose-style ControlNet trained together from scratch on single frames, as an
    SD1.5-family text-to-image model with pose control: DDPM noise (SD1.5's schedule, epsilon prediction, min-SNR
    loss weights with gamma 5, Hang et al. 2023, which speed up convergence), the skeleton image the pack draws as the
    hint, a prompt naming the shirt colour (20% "a person", 10% empty, so guidance works), and an exponential moving
    average of the weights, which is what gets saved. Its frames are a pool of ``--pool`` samples rendered and
-   encoded once (cached in ``--work``): encoding a batch costs more than the models' training step.
+   encoded once: encoding a batch costs more than the models' training step. Its pool and checkpoint sit in a
+   folder of ``--work`` named after the VAE's weights, so a changed VAE never meets stale latents.
 
 Every sample is a different person, room, motion kind and moment (seeds from 1,000,000 up: the benchmark's cases use
 seeds below 1,000), so the base model knows no single person. Data and noise are drawn from seeds derived from the
@@ -20,6 +22,7 @@ go to ``--out``; the script refuses to overwrite weights already there unless ``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -38,26 +41,34 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from benchmarks.world import models
-from benchmarks.world.people import MOTIONS, SHIRT_COLOURS, background, identity, motion, render_frame
+from benchmarks.world.people import LABELS, MOTIONS, background, identity, motion, render_frame
 from posecrafter.model import to_model_space
 from posecrafter.schedulers import SCHEDULER_CONFIG
 from posecrafter.skeleton import render_skeleton
 
 TRAIN_SEEDS = 1_000_000
 SIZE = models.SIZE
+DETAIL_LABELS = ("features", "hands")  # the vae_detail stage's crops and weights
+DETAIL_WEIGHT = 9.0
 
 
-def training_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """A random person in a random room at a random moment of a random motion: (frame, skeleton, shirt colour)."""
+def random_frame(rng: np.random.Generator):
+    """A random person in a random room at a random moment of a random motion: (frame, labels, poses, index,
+    person)."""
     person = identity(int(rng.integers(TRAIN_SEEDS, 2**31)))
     room = background(int(rng.integers(TRAIN_SEEDS, 2**31)), SIZE)
     kind = MOTIONS[int(rng.integers(len(MOTIONS)))]
     frames = 24
     poses = motion(kind, frames, int(rng.integers(TRAIN_SEEDS, 2**31)), SIZE)
     index = int(rng.integers(frames))
-    image, _ = render_frame(poses.points[index], person, room)
-    skeleton = render_skeleton(poses, index, SIZE, SIZE)
-    return image, skeleton, person.shirt
+    image, labels = render_frame(poses.points[index], person, room)
+    return image, labels, poses, index, person
+
+
+def training_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """A random frame, its skeleton image and the person's shirt colour."""
+    image, _, poses, index, person = random_frame(rng)
+    return image, render_skeleton(poses, index, SIZE, SIZE), person.shirt
 
 
 def batch(step: int, size: int, seed: int):
@@ -177,7 +188,43 @@ def run_stage(name: str, modules: dict[str, torch.nn.Module], loss_fn, steps: in
     return losses
 
 
-def train_vae(args, work: Path) -> tuple[torch.nn.Module, list[float]]:
+def reconstruction_loss(vae, images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The VAE's round trip of ``images`` ([-1, 1]): per-pixel L1 + MSE averaged with ``weights`` [B, 1, H, W],
+    plus a penalty that keeps the latents at unit RMS (the UNet's latent space)."""
+    latents = vae.encode(images).latents
+    error = vae.decode(latents).sample - images
+    per_pixel = (error.abs() + error.pow(2)).mean(dim=1, keepdim=True)
+    rms = latents.pow(2).mean().sqrt()
+    return (per_pixel * weights).sum() / weights.sum() + 0.01 * (rms - 1) ** 2
+
+
+def detail_batch(step: int, size: int, crop: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops for the detail stage: centred near a face-feature pixel (half of them), a hand pixel (a quarter) or
+    anywhere, with loss weights ``1 + DETAIL_WEIGHT`` on those two labels' pixels: (images [-1, 1], weights)."""
+    rng = np.random.default_rng([seed, step])
+    crops, weights = [], []
+    for _ in range(size):
+        image, labels, *_ = random_frame(rng)
+        roll = rng.random()
+        aim = "features" if roll < 0.5 else "hands" if roll < 0.75 else None
+        ys, xs = np.nonzero(labels == LABELS.index(aim)) if aim else ((), ())
+        if len(ys):
+            pick = int(rng.integers(len(ys)))
+            centre = np.array([ys[pick], xs[pick]]) + rng.integers(-crop // 4, crop // 4 + 1, 2)
+            y, x = np.clip(centre - crop // 2, 0, SIZE - crop).tolist()
+        else:
+            y, x = rng.integers(0, SIZE - crop + 1, 2).tolist()
+        detail = np.isin(labels, [LABELS.index(name) for name in DETAIL_LABELS])
+        crops.append(image[y:y + crop, x:x + crop])
+        weights.append(1 + DETAIL_WEIGHT * detail[y:y + crop, x:x + crop].astype(np.float32))
+    images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return images, torch.from_numpy(np.stack(weights))[:, None]
+
+
+def train_vae(args, work: Path) -> tuple[torch.nn.Module, dict[str, list[float]]]:
+    """Stage 1 (``vae``): random crops, every pixel weighted alike. Stage 2 (``vae_detail``): the same VAE on crops
+    around the face features and hands, whose few pixels weigh ``1 + DETAIL_WEIGHT`` (without it the VAE blurs
+    eyes, brows and mouth into the skin)."""
     torch.manual_seed(args.seed)
     vae = models.new_vae().train()
 
@@ -186,13 +233,24 @@ def train_vae(args, work: Path) -> tuple[torch.nn.Module, list[float]]:
         generator = torch.Generator().manual_seed(args.seed * 7919 + step)
         y, x = torch.randint(0, SIZE - args.vae_crop + 1, (2,), generator=generator).tolist()
         crop = images[:, :, y:y + args.vae_crop, x:x + args.vae_crop] * 2 - 1
-        latents = vae.encode(crop).latents
-        recon = vae.decode(latents).sample
-        rms = latents.pow(2).mean().sqrt()
-        return F.l1_loss(recon, crop) + F.mse_loss(recon, crop) + 0.01 * (rms - 1) ** 2
+        return reconstruction_loss(vae, crop, torch.ones_like(crop[:, :1]))
 
-    losses = run_stage("vae", {"vae": vae}, loss_fn, args.vae_steps, args.vae_lr, work, args.save_every)
+    def detail_loss_fn(step):
+        return reconstruction_loss(vae, *detail_batch(step, args.vae_batch, args.vae_crop, args.seed + 6))
+
+    losses = {"vae": run_stage("vae", {"vae": vae}, loss_fn, args.vae_steps, args.vae_lr, work, args.save_every),
+              "vae_detail": run_stage("vae_detail", {"vae": vae}, detail_loss_fn, args.vae_detail_steps,
+                                      args.vae_detail_lr, work, args.save_every)}
     return vae.eval().requires_grad_(False), losses
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """A short SHA-256 of a module's weights: the diffusion stage's pool and checkpoint belong to one VAE."""
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 class EMA:
@@ -235,6 +293,7 @@ def train_diffusion(args, work: Path, vae) -> tuple[dict, list[float]]:
     modules = {"unet": unet, "controlnet": controlnet}
     ema = EMA(modules, args.ema)
 
+    work = work / f"vae-{fingerprint(vae)}"  # the pool and the checkpoint hold this VAE's latents
     pool = diffusion_pool(vae, args.pool, args.seed + 4, work)
 
     def loss_fn(step):
@@ -295,10 +354,12 @@ def parse_args(argv=None):
     parser.add_argument("--vae-batch", type=int, default=8)
     parser.add_argument("--vae-crop", type=int, default=48)
     parser.add_argument("--vae-lr", type=float, default=1e-3)
+    parser.add_argument("--vae-detail-steps", type=int, default=1000, help="steps of the VAE's detail stage")
+    parser.add_argument("--vae-detail-lr", type=float, default=3e-4)
     parser.add_argument("--save-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    for name in ("steps", "batch", "pool", "vae_steps", "vae_batch", "save_every"):
+    for name in ("steps", "batch", "pool", "vae_steps", "vae_detail_steps", "vae_batch", "save_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.vae_crop % 8 or not 8 <= args.vae_crop <= SIZE:
@@ -331,12 +392,14 @@ def main(argv=None) -> int:
     save_file(half(vae.state_dict()), str(out / "vae.safetensors"))
     save_file(half(shadow["unet"]), str(out / "unet.safetensors"))
     save_file(half(shadow["controlnet"]), str(out / "controlnet.safetensors"))
-    plot_losses({"vae": vae_losses, "diffusion": diffusion_losses}, out / "losses.png")
+    curves = {**vae_losses, "diffusion": diffusion_losses}
+    plot_losses(curves, out / "losses.png")
     command = "python benchmarks/world/train.py " + " ".join(sys.argv[1:] if argv is None else argv)
     (out / "training.json").write_text(json.dumps({
         "command": command.strip(), "args": {k: _shown(v) for k, v in vars(args).items()},
-        "seconds_this_run": round(time.time() - started), "final_vae_loss": float(np.mean(vae_losses[-50:])),
-        "final_diffusion_loss": float(np.mean(diffusion_losses[-50:])), "torch": torch.__version__,
+        "seconds_this_run": round(time.time() - started),
+        **{f"final_{name}_loss": float(np.mean(losses[-50:])) for name, losses in curves.items()},
+        "torch": torch.__version__,
     }, indent=2) + "\n")
     print(f"weights written to {out}")
     return 0
