@@ -88,6 +88,24 @@ def test_windows_longer_than_the_video_are_one_window():
     assert long_window == whole
 
 
+def test_estimates_on_a_model_used_before_are_those_on_a_fresh_one():
+    """The full-size estimates share one fake model per dtype: every run must leave it as it found it (the
+    tuner's "paper" rule turns gradients on for the frozen weights, checkpointing wraps the blocks)."""
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+
+    def model():
+        return memory.fake_model(UNET_CONFIG, CONTROLNET_CONFIG, torch.float32, fake_mode)
+
+    clean = functools.partial(memory.tune_as_on_cuda, frames=3, height=32, width=32, update_rule="clean",
+                              gradient_checkpointing=False)
+    sampling = functools.partial(memory.sample_steps, frames=3, height=32, width=32)
+    used = model()
+    memory.measure(used, functools.partial(memory.tune_as_on_cuda, frames=3, height=32, width=32,
+                                           update_rule="paper", gradient_checkpointing=True), fake_mode)
+    assert memory.measure(used, clean, fake_mode) == memory.measure(model(), clean, fake_mode)
+    assert memory.measure(used, sampling, fake_mode) == memory.measure(model(), sampling, fake_mode)
+
+
 @pytest.mark.parametrize(("estimate", "message"), [
     (lambda: memory.tuning_peak(0, 512, 512), "zero frames"),
     (lambda: memory.tuning_peak(8, 500, 512), "multiples of 8"),
