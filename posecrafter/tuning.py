@@ -160,7 +160,7 @@ class OneShotTuner:
         adds the non-finite one too, and the global norm, hence every later update, becomes NaN for good."""
         finite = torch.isfinite(param.grad).all()
         self._frozen_finite.append(finite)
-        grad = torch.where(finite, param.grad, 0.0)
+        grad = param.grad.masked_fill(finite.logical_not(), 0.0)
         if param in self.frozen_grads:
             self.frozen_grads[param].add_(grad)
         else:
