@@ -1,8 +1,10 @@
-"""Exact FLOPs per frame and denoising step of our sampler and diffusers' ControlNet pipeline, and of a
-tuning step, on the full-size SD1.5 UNet + OpenPose ControlNet (README "Compute").
+"""Exact FLOPs per frame and denoising step of our sampler and diffusers' ControlNet pipeline (and ComfyUI's
+core path with --comfyui), and of a tuning step, on the full-size SD1.5 UNet + OpenPose ControlNet (README
+"Compute").
 
     python3 benchmarks/flops.py                     # 512 px, videos of 8 and 16 frames, all four tuning settings
     python3 benchmarks/flops.py --frames 17 --tuning paper+checkpointing --out OUT.json
+    python3 benchmarks/flops.py --comfyui /path/to/ComfyUI --comfyui-python /path/to/venv/bin/python --tuning
 
 The models are built from the shipped configs as PyTorch fake tensors (``posecrafter/memory.py``: shapes,
 no values, no GPU) and run by the real loops for one step: our sampler (:func:`posecrafter.sampling.sample`,
@@ -12,7 +14,9 @@ guidance 1), diffusers' ``StableDiffusionControlNetPipeline`` on the frames as o
 multiply-add, the attention's two matrix products for fused kernels); normalisation, softmax, activations and
 other elementwise operations are not counted. The counts depend only on shapes, so they are exact and the
 same on every run. Its per-module counts split the difference between ours and diffusers into the
-inflation's parts (:func:`breakdown`), which add up exactly to it.
+inflation's parts (:func:`breakdown`), which add up exactly to it. With ``--comfyui``, ComfyUI's core nodes
+(Apply ControlNet, KSampler) run one step on the same frames as one batch, guidance 1, through ComfyUI's
+own loaders and model classes (``benchmarks/flops_comfyui.py``, in a child process under ComfyUI's Python).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import argparse
 import functools
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +33,7 @@ import diffusers
 import torch
 from diffusers import StableDiffusionControlNetPipeline
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,14 +43,9 @@ from posecrafter.schedulers import ddim_scheduler  # noqa: E402
 from posecrafter.tuning import CLIP_FRAMES, UPDATE_RULES  # noqa: E402
 from tests.tiny_models import tiny_vae  # noqa: E402
 
-aten = torch.ops.aten
-# The fake tensors sit on a pretend CPU device (memory.py), where attention runs the CPU flash kernel, which
-# FlopCounterMode has no formula for: it gets the formulas of the CUDA kernels.
-CPU_ATTENTION = {aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop.__wrapped__,
-                 aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop.__wrapped__}
 # Module-name roots as FlopCounterMode names them (by class), for ours and for the stock models.
 ROOTS = {"PoseCrafterModel": "model", "PoseCrafterModel.unet": "unet", "PoseCrafterModel.controlnet": "controlnet",
-         "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet"}
+         "UNet2DConditionModel": "unet", "ControlNetModel": "controlnet", "UNetModel": "unet", "ControlNet": "controlnet"}
 COMPONENTS = {
     "temporal": "temporal attention branch (attn_temp; conv_temp, applied by the transformer block)",
     "key_frame": "self-attention keys and values (attn1.to_k, to_v): key frame's once per video",
@@ -68,11 +68,11 @@ def component(path: str) -> str:
     return "rest"
 
 
-def own_flops(counter: FlopCounterMode) -> dict[str, int]:
-    """FLOPs of each module's own operations (its children's taken out), keyed ``unet.<path>`` /
-    ``controlnet.<path>`` as diffusers names them (``model`` for PoseCrafterModel's own), ``outside`` for what
-    ran outside every module; modules without FLOPs of their own are left out."""
-    totals = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+def own_flops(totals: dict[str, int]) -> dict[str, int]:
+    """FLOPs of each module's own operations (its children's taken out) from a counter's totals per module
+    (:func:`memory.flops_per_module`), keyed ``unet.<path>`` / ``controlnet.<path>`` as diffusers or ComfyUI
+    names them (``model`` for PoseCrafterModel's own), ``outside`` for what ran outside every module; modules
+    without FLOPs of their own are left out."""
     own = dict(totals)
     for name, flops in totals.items():
         if name == "Global":
@@ -92,10 +92,10 @@ def count(model, workload, fake_mode: FakeTensorMode) -> dict[str, int]:
     fake, and memory.StorageTracker answers the loops' reads of fake scalars as in the memory estimate)."""
     with fake_mode:
         _, run = workload(model)
-    counter = FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
+    counter = FlopCounterMode(display=False, custom_mapping=memory.CPU_ATTENTION_FLOPS)
     with fake_mode, memory.StorageTracker(fake_mode), counter:
         run()
-    return own_flops(counter)
+    return own_flops(memory.flops_per_module(counter))
 
 
 def pipeline_steps(models, frames: int, height: int, width: int):
@@ -144,6 +144,27 @@ def breakdown(ours: dict[str, int], stock: dict[str, int], frames: int) -> dict:
             "rest_matches": rest_ours == rest_stock}
 
 
+def comfyui_sampling(comfyui: Path, python: str, frames: int, size: int, diffusers_flops: int) -> dict:
+    """One step of ComfyUI's core path on ``frames`` frames (benchmarks/flops_comfyui.py), by UNet and ControlNet,
+    and its ratio to diffusers' pipeline (``diffusers_flops``, the same frames and size)."""
+    done = subprocess.run([python, str(ROOT / "benchmarks" / "flops_comfyui.py"), str(frames), str(size)], cwd=comfyui,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"counting ComfyUI's FLOPs in {comfyui} with {python} failed: check that it is a ComfyUI "
+                         f"folder and that this Python has its requirements and this pack's\n{done.stderr[-4000:]}")
+    counts = own_flops(json.loads(done.stdout.splitlines()[-1]))
+    total = sum(counts.values())
+    parts = {root: sum(f for path, f in counts.items() if path.split(".")[0] == root) for root in ("unet", "controlnet")}
+    return {"flops": total, "gflop_per_frame": total / frames / 1e9, "unet_flops": parts["unet"],
+            "controlnet_flops": parts["controlnet"], "outside_flops": total - sum(parts.values()),
+            "ratio_to_diffusers": total / diffusers_flops}
+
+
+def comfyui_version(comfyui: Path) -> str:
+    version = comfyui / "comfyui_version.py"
+    return version.read_text().split("__version__ = ")[-1].strip().strip('"') if version.is_file() else "unknown"
+
+
 def tuning(fake_mode, configs, frames: int, height: int, width: int, update_rule: str,
            gradient_checkpointing: bool, dtype=torch.bfloat16) -> dict:
     """FLOPs of one tuning step (forward and backward on a clip of ``min(frames, 8)`` frames; AdamW's
@@ -164,6 +185,10 @@ def main(argv=None):
                         help="video lengths counted for sampling (default 8 16; none: no sampling rows)")
     parser.add_argument("--tuning", nargs="*", choices=list(TUNING_SETTINGS), default=list(TUNING_SETTINGS),
                         help="tuning settings counted (default all; none: no tuning rows)")
+    parser.add_argument("--comfyui", type=Path, metavar="COMFYUI_DIR",
+                        help="also count ComfyUI's core path (Apply ControlNet + KSampler) in this ComfyUI checkout")
+    parser.add_argument("--comfyui-python", default=sys.executable,
+                        help="the Python with ComfyUI's requirements and this pack's (default: this one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "flops.json",
                         help="JSON file, written after every row (default benchmarks/results/flops.json)")
     args = parser.parse_args(argv)
@@ -171,10 +196,14 @@ def main(argv=None):
         parser.error(f"--size must be a positive multiple of 8, got {args.size}")
     if any(frames < 1 for frames in args.frames):
         parser.error("--frames: every video needs at least one frame")
+    if args.comfyui and not (args.comfyui / "main.py").is_file():
+        parser.error(f"--comfyui {args.comfyui}: no main.py there; give the folder of a ComfyUI checkout")
 
     report = {"size": args.size, "torch": torch.__version__, "diffusers": diffusers.__version__,
               "counted": "matrix products, convolutions, attention (FlopCounterMode); not elementwise ops",
               "guidance_scale": 1.0, "sampling": [], "tuning": []}
+    if args.comfyui:
+        report["comfyui"] = comfyui_version(args.comfyui)
 
     def save():
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +219,9 @@ def main(argv=None):
             start = time.perf_counter()
             progress(f"sampling, {frames} frames: our sampler and diffusers' pipeline, one step each")
             result = sampling(stock_models, model, frames, args.size, args.size, fake_mode)
+            if args.comfyui:
+                result["comfyui"] = comfyui_sampling(args.comfyui, args.comfyui_python, frames, args.size,
+                                                     result["diffusers_flops"])
             report["sampling"].append(result)
             save()
             progress(f"  {result['posecrafter_gflop_per_frame']:.3f} vs {result['diffusers_gflop_per_frame']:.3f} "
@@ -222,6 +254,12 @@ def format_table(report) -> str:
                       f"| {part['difference'] / frames / 1e9:+.3f} |"]
         lines += [f"| total | {run['diffusers_gflop_per_frame']:.3f} | {run['posecrafter_gflop_per_frame']:.3f} | "
                   f"ratio {run['ratio']:.4f} |", ""]
+        if "comfyui" in run:
+            comfy = run["comfyui"]
+            lines += [f"ComfyUI {report['comfyui']}'s core path (Apply ControlNet + KSampler, the {frames} frames as one "
+                      f"batch): {comfy['gflop_per_frame']:.3f} GFLOP per frame and step (UNet "
+                      f"{comfy['unet_flops'] / frames / 1e9:.3f}, ControlNet {comfy['controlnet_flops'] / frames / 1e9:.3f}"
+                      f"), {comfy['ratio_to_diffusers']:.4f} x diffusers", ""]
     if report["tuning"]:
         lines += ["| tuning step, 8-frame clip | GFLOP per frame |", "|---|---|"]
         lines += [f"| \"{r['update_rule']}\" rule{', gradient checkpointing' if r['gradient_checkpointing'] else ''} "

@@ -1,9 +1,12 @@
 """Write the bundled workflows from one description each: the UI workflow (workflows/NAME.json, with its
 stage groups, note and saved view), its API twin (workflows/api/NAME.json) and its template-browser
-thumbnail (workflows/NAME.jpg, the name ComfyUI's frontend asks for beside a custom node's workflow).
+thumbnail (workflows/NAME.jpg, the name ComfyUI's frontend asks for beside a custom node's workflow): a sketch
+of the graph, or, for a workflow whose models ship with the pack (the small world), frames of the video a real
+run of it saved.
 
-    python3 scripts/build_workflows.py          # rewrite the files
+    python3 scripts/build_workflows.py          # rewrite the files (all but the thumbnails made from runs)
     python3 scripts/build_workflows.py --check  # exit 1 if a committed file differs from what this writes
+    python3 scripts/build_workflows.py --thumbnail-from-run posecrafter_small_world VIDEO  # that thumbnail only
 
 Node signatures come from the pack's INPUT_TYPES and, for core nodes, from the table in
 tests/test_workflows.py (which the real-ComfyUI test checks against /object_info); the API twin is the
@@ -68,8 +71,9 @@ class Node:
 class Workflow:
     """One workflow being described: nodes in columns, each node in a titled stage."""
 
-    def __init__(self, name, note, models=MODELS):
+    def __init__(self, name, note, models=MODELS, thumbnail_from_run=False):
         self.name, self.note, self.models, self.nodes = name, note, models, []
+        self.thumbnail_from_run = thumbnail_from_run  # made by --thumbnail-from-run, not drawn
 
     def add(self, kind, column, stage, title=None, size=None, **inputs):
         node = Node(len(self.nodes) + 1, kind, title, column, stage, inputs, size)
@@ -405,7 +409,7 @@ def small_world(note):
     cannot see the world's people. Its models cannot be downloaded (install.py makes them), so none are listed."""
     from benchmarks.world import cases, install
 
-    w = Workflow("posecrafter_small_world", note, models=[])
+    w = Workflow("posecrafter_small_world", note, models=[], thumbnail_from_run=True)
     train_stage = "2 The world's video: train"
     w.add(NOTE_NODE, 0, None, size=NOTE_SIZE, text=note)
     clip = w.add("CLIPLoader", 0, MODELS_STAGE, "The world's text encoder (random CLIP-L)", clip_name=install.CLIP,
@@ -543,24 +547,46 @@ def outputs(thumbnails=False):
         ui = workflow.build(signatures)
         files[ROOT / "workflows" / f"{workflow.name}.json"] = dump(ui)
         files[ROOT / "workflows" / "api" / f"{workflow.name}.json"] = dump(ui_to_api(ui, signatures))
-        if thumbnails:
-            files[ROOT / "workflows" / f"{workflow.name}.jpg"] = thumbnail(ui, workflow.note.splitlines()[0].lstrip("# "))
+        if thumbnails and not workflow.thumbnail_from_run:
+            files[ROOT / "workflows" / f"{workflow.name}.jpg"] = thumbnail(ui, title(workflow))
     return files
+
+
+def title(workflow):
+    """The workflow's title: its note's heading."""
+    return workflow.note.splitlines()[0].lstrip("# ")
+
+
+def card(title, size):
+    """A thumbnail's canvas with the pack's name and the workflow's title on top: (image, draw, top of the
+    free area, margin)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", size, "#202020")
+    draw = ImageDraw.Draw(image)
+    margin = 16
+    draw.text((margin, 14), "PoseCrafter", font=ImageFont.load_default(size=18), fill="#9ab")
+    draw.text((margin, 36), title, font=ImageFont.load_default(size=24), fill="white")
+    return image, draw, 70, margin
+
+
+def jpeg(image):
+    import io
+
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def thumbnail(ui, title, size=(640, 420)):
     """A JPEG sketch of the workflow for the template browser: its title, the stage groups with their
     titles and the nodes as boxes, in the saved layout."""
-    import io
+    from PIL import ImageFont
 
-    from PIL import Image, ImageDraw, ImageFont
-
-    image = Image.new("RGB", size, "#202020")
-    draw = ImageDraw.Draw(image)
+    image, draw, top, margin = card(title, size)
     boxes = [g["bounding"] for g in ui["groups"]] + [[*n["pos"], *n["size"]] for n in ui["nodes"]]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes) - TITLE_HEIGHT
     x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    top, margin = 70, 16
     scale = min((size[0] - 2 * margin) / (x1 - x0), (size[1] - top - margin) / (y1 - y0))
 
     def box(x, y, w, h):
@@ -582,11 +608,33 @@ def thumbnail(ui, title, size=(640, 420)):
             else:
                 lines[-1] = line
         draw.multiline_text((x + 4, y + 3), "\n".join(lines), font=label, fill="white", spacing=2)
-    draw.text((margin, 14), "PoseCrafter", font=ImageFont.load_default(size=18), fill="#9ab")
-    draw.text((margin, 36), title, font=ImageFont.load_default(size=24), fill="white")
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=85)
-    return out.getvalue()
+    return jpeg(image)
+
+
+def video_thumbnail(video, title, size=(640, 420), columns=4, rows=2):
+    """A JPEG of frames of ``video`` (what a real run of the workflow saved) for the template browser:
+    columns x rows frames spread evenly over it, first to last, under the workflow's title."""
+    import av
+
+    try:
+        with av.open(str(video)) as container:
+            frames = [frame.to_image() for frame in container.decode(video=0)]
+    except (OSError, av.error.FFmpegError) as error:
+        raise SystemExit(f"cannot read the video {video}: {error}; give the video a run of the workflow saved")
+    if len(frames) < columns * rows:
+        raise SystemExit(f"the video {video} has {len(frames)} frames: a thumbnail shows {columns * rows}")
+    image, _, top, margin = card(title, size)
+    gap = 4
+    side = min((size[0] - 2 * margin - (columns - 1) * gap) // columns,
+               (size[1] - top - margin - (rows - 1) * gap) // rows)
+    left = (size[0] - columns * side - (columns - 1) * gap) // 2
+    top += (size[1] - top - margin - rows * side - (rows - 1) * gap) // 2
+    count = columns * rows
+    for i in range(count):
+        frame = frames[round(i * (len(frames) - 1) / (count - 1))].resize((side, side))
+        row, column = divmod(i, columns)
+        image.paste(frame, (left + column * (side + gap), top + row * (side + gap)))
+    return jpeg(image)
 
 
 def dump(data):
@@ -596,7 +644,19 @@ def dump(data):
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--check", action="store_true", help="only list the files that differ from what it would write")
-    check = parser.parse_args(argv[1:]).check
+    parser.add_argument("--thumbnail-from-run", nargs=2, metavar=("NAME", "VIDEO"),
+                        help="only write workflows/NAME.jpg, from the video a real run of workflow NAME saved")
+    args = parser.parse_args(argv[1:])
+    if args.thumbnail_from_run:
+        name, video = args.thumbnail_from_run
+        from_runs = {w.name: w for w in workflows() if w.thumbnail_from_run}
+        if name not in from_runs:
+            parser.error(f"{name}: the workflows whose thumbnail comes from a run are {', '.join(from_runs)}")
+        path = ROOT / "workflows" / f"{name}.jpg"
+        path.write_bytes(video_thumbnail(Path(video), title(from_runs[name])))
+        print(f"wrote {path}")
+        return 0
+    check = args.check
     files = outputs(thumbnails=not check)
     if check:
         stale = [str(p.relative_to(ROOT)) for p, data in files.items() if not p.is_file() or p.read_bytes() != data]

@@ -452,14 +452,50 @@ def test_the_tuner_shows_its_real_step_count_and_learning_rate():
     assert (tuner["steps"], tuner["learning_rate"], tuner["update_rule"]) == (100, 0.003, "paper")
 
 
-def test_committed_workflows_are_what_the_generator_writes():
-    """scripts/build_workflows.py writes every workflow and API twin from one description: edit it, not the JSON."""
+def load_build_script():
     spec = importlib.util.spec_from_file_location("build_workflows", ROOT / "scripts" / "build_workflows.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
+    return build
+
+
+def test_committed_workflows_are_what_the_generator_writes():
+    """scripts/build_workflows.py writes every workflow and API twin from one description: edit it, not the JSON."""
+    build = load_build_script()
     for target, data in build.outputs().items():
         if target.suffix == ".json":
             assert target.read_bytes() == data, f"{target.relative_to(ROOT)}: run python3 scripts/build_workflows.py"
+
+
+def test_thumbnail_from_a_run_shows_its_video_frames_first_to_last_and_is_not_redrawn(tmp_path):
+    """The small world's thumbnail is made from the video a real run saved (--thumbnail-from-run): 8 frames in
+    2 rows of 4, spread evenly from the first to the last, under the title; the build leaves it alone."""
+    import io
+
+    import av
+    import numpy as np
+    from PIL import Image
+
+    build = load_build_script()
+    video = tmp_path / "run.mp4"
+    with av.open(str(video), "w", format="mp4") as container:  # frame i is grey level 15 * i
+        stream = container.add_stream("png", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "rgb24"
+        for i in range(16):
+            frame = np.full((32, 32, 3), 15 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    image = np.asarray(Image.open(io.BytesIO(build.video_thumbnail(video, "title"))).convert("L"))
+    assert image.shape == (420, 640)
+    side, gap, left = 149, 4, 16
+    top = 70 + (420 - 70 - 16 - 2 * side - gap) // 2
+    centres = [image[top + row * (side + gap) + side // 2, left + column * (side + gap) + side // 2]
+               for row in range(2) for column in range(4)]
+    expected = [15 * round(i * 15 / 7) for i in range(8)]  # frames 0, 2, 4, 6, 9, 11, 13, 15
+    assert np.abs(np.array(centres, float) - expected).max() <= 3, centres
+    with pytest.raises(SystemExit, match="has 16 frames: a thumbnail shows 20"):
+        build.video_thumbnail(video, "title", columns=5, rows=4)
+    assert not any(path.name == "posecrafter_small_world.jpg" for path in build.outputs(thumbnails=True))
 
 
 def test_evaluate_workflow_follows_the_papers_protocol():

@@ -646,3 +646,25 @@ def test_small_world_workflow_in_comfyui_scores_like_the_benchmark(world_base, m
     assert scores["pose"] >= WORLD_MIN_POSE and scores["identity"] <= WORLD_MAX_IDENTITY
     assert scores["background"] >= WORLD_MIN_BACKGROUND_DB
     assert difference <= WORLD_ENGINE_DIFFERENCE
+
+
+def test_flops_of_comfyuis_core_path_equal_diffusers_pipeline():
+    """benchmarks/flops.py --comfyui: ComfyUI's Apply ControlNet + KSampler step, through its own loaders and
+    model classes, counts exactly the FLOPs of diffusers' ControlNet pipeline on the same frames (both the
+    stock SD1.5 UNet + ControlNet, one image per frame); at 64 px, where it takes seconds."""
+    import functools
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from benchmarks import flops
+    from posecrafter import memory
+
+    frames, size = 2, 64
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    stock = memory.fake_stock_models(*memory.full_size_configs(), torch.float16, fake_mode)
+    diffusers_flops = sum(flops.count(stock, functools.partial(flops.pipeline_steps, frames=frames, height=size,
+                                                               width=size), fake_mode).values())
+    comfy = flops.comfyui_sampling(Path(COMFYUI), PYTHON, frames, size, diffusers_flops)
+    assert comfy["unet_flops"] and comfy["controlnet_flops"] and comfy["outside_flops"] == 0, comfy
+    assert comfy["flops"] == diffusers_flops, comfy
