@@ -33,10 +33,10 @@ import diffusers
 import torch
 from diffusers import StableDiffusionControlNetPipeline
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.flop_counting import flop_counter, flops_per_module  # noqa: E402
 from benchmarks.run import progress  # noqa: E402
 from posecrafter import memory  # noqa: E402
 from posecrafter.schedulers import ddim_scheduler  # noqa: E402
@@ -70,7 +70,7 @@ def component(path: str) -> str:
 
 def own_flops(totals: dict[str, int]) -> dict[str, int]:
     """FLOPs of each module's own operations (its children's taken out) from a counter's totals per module
-    (:func:`memory.flops_per_module`), keyed ``unet.<path>`` / ``controlnet.<path>`` as diffusers or ComfyUI
+    (:func:`flop_counting.flops_per_module`), keyed ``unet.<path>`` / ``controlnet.<path>`` as diffusers or ComfyUI
     names them (``model`` for PoseCrafterModel's own), ``outside`` for what ran outside every module; modules
     without FLOPs of their own are left out."""
     own = dict(totals)
@@ -92,10 +92,10 @@ def count(model, workload, fake_mode: FakeTensorMode) -> dict[str, int]:
     fake, and memory.StorageTracker answers the loops' reads of fake scalars as in the memory estimate)."""
     with fake_mode:
         _, run = workload(model)
-    counter = FlopCounterMode(display=False, custom_mapping=memory.CPU_ATTENTION_FLOPS)
+    counter = flop_counter()
     with fake_mode, memory.StorageTracker(fake_mode), counter:
         run()
-    return own_flops(memory.flops_per_module(counter))
+    return own_flops(flops_per_module(counter))
 
 
 def pipeline_steps(models, frames: int, height: int, width: int):

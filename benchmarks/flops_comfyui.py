@@ -31,8 +31,8 @@ def count(frames: int, size: int) -> dict[str, int]:
     import nodes
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
 
+    from benchmarks.flop_counting import flop_counter, flops_per_module
     from posecrafter import memory
 
     torch.nn.Module.to = lambda module, *args, **kwargs: module
@@ -46,10 +46,10 @@ def count(frames: int, size: int) -> dict[str, int]:
         positive, negative = nodes.ControlNetApplyAdvanced().apply_controlnet(prompt, prompt, control, poses,
                                                                              1.0, 0.0, 1.0)
         latent = {"samples": torch.zeros(frames, 4, size // 8, size // 8)}
-    counter = FlopCounterMode(display=False, custom_mapping=memory.CPU_ATTENTION_FLOPS)
+    counter = flop_counter()
     with fake_mode, memory.StorageTracker(fake_mode), counter:
         nodes.KSampler().sample(model, 0, 1, 1.0, "ddim", "normal", positive, negative, latent)
-    return memory.flops_per_module(counter)
+    return flops_per_module(counter)
 
 
 if __name__ == "__main__":

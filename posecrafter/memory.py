@@ -43,7 +43,6 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 from torch.utils._pytree import tree_leaves
 
 from .inversion import invert
@@ -56,12 +55,6 @@ ALLOCATION_BLOCK = 512  # bytes: the CUDA caching allocator rounds every allocat
 MARGIN_FRACTION = 0.10
 MARGIN_BYTES = 2**29  # 0.5 GiB
 TEXT_TOKENS = 77
-# The fake tensors sit on a pretend CPU device, where attention runs the CPU flash kernel, which
-# FlopCounterMode has no formula for: counters (benchmarks/flops.py) get the CUDA kernels' formulas for it.
-CPU_ATTENTION_FLOPS = {
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa_flop.__wrapped__,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward_flop.__wrapped__,
-}
 GiB = 2**30
 _DEVICE = torch.ops.prim.device.default
 _ITEM = torch.ops.aten._local_scalar_dense.default
@@ -128,11 +121,6 @@ class StorageTracker(TorchDispatchMode):
         for tensor in ((out,) if isinstance(out, torch.Tensor) else tree_leaves(out)):
             self._track(tensor)
         return out
-
-
-def flops_per_module(counter: FlopCounterMode) -> dict[str, int]:
-    """A FLOP counter's totals per module (children included), keyed by the counter's module names."""
-    return {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
 
 
 def _fake_parameters(module: nn.Module, fake_mode: FakeTensorMode, device: torch.device) -> nn.Module:
