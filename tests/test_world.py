@@ -228,3 +228,28 @@ def test_outcome_means_keep_only_the_metrics_every_case_reported():
     from benchmarks.world.outcome import mean_scores
     table = mean_scores([{"full": {"pose": 0.4, "identity_torso": 9.0}}, {"full": {"pose": 0.6}}, {}])
     assert table == {"full": {"pose": pytest.approx(0.5), "cases": 2}}
+
+
+def test_bf16_row_convolutions_are_torchs_bf16_convolutions():
+    """The bf16 row's stand-in for the slow CPU bf16 convolution gives torch's own bf16 result (forward, under
+    the model's bf16 autocast, and the input gradient), and leaves fp32 convolutions alone."""
+    from benchmarks.world.cases import Bf16ConvolutionsInFp32
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    x = torch.randn(2, 8, 12, 12, generator=torch.Generator().manual_seed(0))
+    native_x, mode_x = x.bfloat16().requires_grad_(), x.bfloat16().requires_grad_()
+    bf16_conv = torch.nn.Conv2d(8, 16, 3, padding=1).bfloat16()
+    bf16_conv.load_state_dict(conv.state_dict())
+    native = bf16_conv(native_x)
+    native.float().square().sum().backward()
+    with Bf16ConvolutionsInFp32():
+        replaced = bf16_conv(mode_x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = conv(x)
+        fp32 = conv(x)
+    replaced.float().square().sum().backward()
+    assert replaced.dtype == autocast.dtype == torch.bfloat16
+    scale = native.float().abs().max()
+    assert (replaced.float() - native.float()).abs().max() <= 2 ** -7 * scale  # at most a bf16 rounding step
+    assert (autocast.float() - native.float()).abs().max() <= 2 ** -7 * scale
+    assert (mode_x.grad.float() - native_x.grad.float()).abs().max() <= 2 ** -6 * native_x.grad.float().abs().max()
+    assert fp32.dtype == torch.float32 and torch.equal(fp32, conv(x))

@@ -1,4 +1,4 @@
-"""The outcome benchmark: ``python benchmarks/world/outcome.py`` (about 40 minutes on 2 CPU cores).
+"""The outcome benchmark: ``python benchmarks/world/outcome.py`` (about 35 minutes on 2 CPU cores).
 
 Runs every row of ``ABLATIONS`` on the cases kept apart from training (seeds below 1,000; the models were trained
 on seeds from 1,000,000 up), prints the table of means over the cases, and writes
