@@ -253,3 +253,18 @@ def test_bf16_row_convolutions_are_torchs_bf16_convolutions():
     assert (autocast.float() - native.float()).abs().max() <= 2 ** -7 * scale
     assert (mode_x.grad.float() - native_x.grad.float()).abs().max() <= 2 ** -6 * native_x.grad.float().abs().max()
     assert fp32.dtype == torch.float32 and torch.equal(fp32, conv(x))
+
+
+def test_face_error_summary_bins_frames_by_feature_distance():
+    from benchmarks.world.face_error import OTHER_SEEDS, summary
+    frames = [{"person": "case 1", "distance_px": d, "base": b, "no_tuning": n}
+              for d, b, n in ((1.0, 30.0, 30.0), (3.9, 10.0, float("nan")), (4.0, 20.0, 50.0), (20.0, 40.0, 90.0))]
+    run = {"pose": 0.5, "identity": 30.0, "identity_face": 20.0, "background": 22.0, "flicker": 1.5}
+    warps = {f"seed {seed} {row} {warp}": run for seed in OTHER_SEEDS for row in ("no_tuning", "full")
+             for warp in ("bilinear", "nearest")}
+    text = summary({"frames": frames, "edits": {"case 1": {"latent_std": 0.95, "pasted_std": 0.7,
+                                                          "affine_residual_px": 0.2}}, "warps": warps})
+    assert "0-4 px: no_tuning 30.0, base 20.0 (2 frames)" in text
+    assert "4-12 px: no_tuning 50.0, base 20.0 (1 frames)" in text
+    assert "12-inf px: no_tuning 90.0, base 40.0 (1 frames)" in text
+    assert "case 1: 0.95, 0.70 (74%), 0.2 px" in text

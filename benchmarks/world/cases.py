@@ -137,22 +137,28 @@ class Case:
         return self._tuned[key]
 
     # ------------------------------------------------------------------ inference
-    def generate(self, model, indices: list[int], targets: PoseSequence, *, prompt: str, distance="visible",
-                 insert=True, invert_reference=True, edit=True, context_length=None) -> np.ndarray:
-        """The method's inference on ``targets`` with the training frames ``indices``; uint8 frames [M, H, W, 3]."""
+    def start_latents(self, model, indices: list[int], targets: PoseSequence, *, distance="visible",
+                      invert_reference=True, edit=True) -> tuple[PoseSequence, torch.Tensor]:
+        """The poses and start latents of the method's sampling: Eq. 5's reference frame among the training frames
+        ``indices``, its pose inserted as frame 0 before ``targets``, and its DDIM inversion (or noise) at frame 0
+        and, face and hand latents moved by the affine warps, at every target frame."""
         training = _subset(self.training_poses, indices)
         reference = select_reference_frame(training, targets, distance).index
         ref_pose = training.frame(reference)
+        inserted = insert_reference_pose(targets, ref_pose, k=0)
+        if not invert_reference:
+            return inserted, _noise(len(inserted), seed=1)
         ref_latent = self.latents[indices[reference]:indices[reference] + 1]
         source = self.embeddings[self.source_prompt]
-        inserted = insert_reference_pose(targets, ref_pose, k=0)
-        if invert_reference:
-            z_t = invert(model, ref_latent, _skeletons(ref_pose)[:], source, steps=STEPS).final
-            plan = plan_latent_edits(inserted, SIZE // 8, SIZE // 8)
-            start = edit_initial_latents(z_t, plan) if edit else z_t.repeat(len(inserted), 1, 1, 1)
-        else:
-            start = _noise(len(inserted), seed=1)
-        poses = inserted
+        z_t = invert(model, ref_latent, _skeletons(ref_pose)[:], source, steps=STEPS).final
+        plan = plan_latent_edits(inserted, SIZE // 8, SIZE // 8)
+        return inserted, edit_initial_latents(z_t, plan) if edit else z_t.repeat(len(inserted), 1, 1, 1)
+
+    def generate(self, model, indices: list[int], targets: PoseSequence, *, prompt: str, distance="visible",
+                 insert=True, invert_reference=True, edit=True, context_length=None) -> np.ndarray:
+        """The method's inference on ``targets`` with the training frames ``indices``; uint8 frames [M, H, W, 3]."""
+        poses, start = self.start_latents(model, indices, targets, distance=distance,
+                                          invert_reference=invert_reference, edit=edit)
         if not insert:  # the same start, without the inserted frame and its pose
             start, poses = start[1:], targets
         out = sample(model, start, _skeletons(poses), self.embeddings[prompt], steps=STEPS, key_index=0,
