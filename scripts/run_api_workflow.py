@@ -87,7 +87,7 @@ def make_quick(prompt, on_cpu):
     Video Components) and QUICK["steps"] tuning, inversion and sampling steps, tuned with the "clean" update
     rule (the "paper" rule keeps a gradient buffer as large as the model). When ComfyUI computes on the CPU
     (`on_cpu`), the model is loaded in fp32: a CPU without bf16 instructions (AVX-512 BF16, AMX) runs it in
-    bf16 several times slower (README, "Time and memory")."""
+    bf16 far slower (README, "Time and memory")."""
     if not any(n["class_type"] == "LoadVideo" and "Driving" in n["_meta"]["title"] for n in prompt.values()):
         raise SystemExit("--quick: this workflow has no driving video to shorten; --quick is for workflows (a)-(d) "
                          "(use --set on the evaluation workflow)")
