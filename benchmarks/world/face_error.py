@@ -34,7 +34,7 @@ from benchmarks.world.cases import SIZE, TARGET_FRAMES, TRAINING_FRAMES, TUNING_
 from benchmarks.world.outcome import CASES, RESULTS
 from benchmarks.world.scoring import score
 from posecrafter import latent_edit
-from posecrafter.latent_edit import plan_latent_edits
+from posecrafter.latent_edit import VAE_DOWNSCALE, plan_latent_edits, to_latent_coordinates
 from posecrafter.pose import FACE
 from posecrafter.training_frames import uniform_indices
 
@@ -73,13 +73,13 @@ def edit_measures(case: Case) -> dict:
     reference = start[0]
     edited = (start[1:] != reference).any(dim=1)  # [M, h, w]: pasted latent pixels
     pasted = torch.cat([start[1 + f][:, edited[f]].flatten() for f in range(len(edited))])
-    latent = lambda xy: (xy + 0.5) / 8 - 0.5  # noqa: E731 (pixel -> latent pixel centres, as the edit plans)
-    plan = plan_latent_edits(poses, SIZE // 8, SIZE // 8)
+    plan = plan_latent_edits(poses, SIZE // VAE_DOWNSCALE, SIZE // VAE_DOWNSCALE)
+    features = to_latent_coordinates(poses.points[:, FEATURE_POINTS])  # the frames' canvas is the latents' size
     residuals = []
     for f, (face, *_hands) in enumerate(plan.frames[1:], start=1):
         if face.affine is not None:
-            moved = latent(poses.points[0, FEATURE_POINTS]) @ face.affine[:, :2].T + face.affine[:, 2]
-            residuals.append(8 * np.linalg.norm(moved - latent(poses.points[f, FEATURE_POINTS]), axis=-1).mean())
+            moved = features[0] @ face.affine[:, :2].T + face.affine[:, 2]
+            residuals.append(VAE_DOWNSCALE * np.linalg.norm(moved - features[f], axis=-1).mean())
     return {"latent_std": float(reference.std()), "pasted_std": float(pasted.std()),
             "affine_residual_px": float(np.mean(residuals))}
 
