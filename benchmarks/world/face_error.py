@@ -35,7 +35,7 @@ from benchmarks.world.outcome import CASES, RESULTS
 from benchmarks.world.scoring import score
 from posecrafter import latent_edit
 from posecrafter.latent_edit import VAE_DOWNSCALE, plan_latent_edits, to_latent_coordinates
-from posecrafter.pose import FACE
+from posecrafter.pose import FACE, PoseSequence
 from posecrafter.training_frames import uniform_indices
 
 # Brows (17-26), eyes (36-47) and outer lips (48-59) of the 68 face points: what the world draws as features.
@@ -58,18 +58,16 @@ def frame_face_errors(case: Case, video: np.ndarray) -> list[float]:
                 for f in range(len(video))]
 
 
-def feature_distance(case: Case) -> np.ndarray:
-    """Per target frame, the mean distance (px) of its feature points from the reference frame's."""
-    poses, _ = case.start_latents(case.base, uniform_indices(TRAINING_FRAMES, TUNING_FRAMES),
-                                  case.targets(TARGET_FRAMES), invert_reference=False)  # only the poses count
+def feature_distance(poses: PoseSequence) -> np.ndarray:
+    """Per target frame of the sampled poses (the inserted reference first), the mean distance (px) of its
+    feature points from the reference frame's."""
     points = poses.points[:, FEATURE_POINTS]
     return np.linalg.norm(points[1:] - points[:1], axis=-1).mean(axis=1)
 
 
-def edit_measures(case: Case) -> dict:
-    """The edited boxes' spread against the start latent's, and the face affine's residual at the features."""
-    poses, start = case.start_latents(case.base, uniform_indices(TRAINING_FRAMES, TUNING_FRAMES),
-                                      case.targets(TARGET_FRAMES))
+def edit_measures(poses: PoseSequence, start: torch.Tensor) -> dict:
+    """The edited boxes' spread against the start latent's, and the face affine's residual at the features, for
+    the sampled poses and start latents (``Case.start_latents``)."""
     reference = start[0]
     edited = (start[1:] != reference).any(dim=1)  # [M, h, w]: pasted latent pixels
     pasted = torch.cat([start[1 + f][:, edited[f]].flatten() for f in range(len(edited))])
@@ -98,7 +96,9 @@ def main() -> int:
     result = {"frames": [], "edits": {}, "warps": {}}
     bar = tqdm(total=len(people) + 2 * len(OTHER_SEEDS), desc="face error", unit="person")
     for kind, number, case in people:
-        distance = feature_distance(case)
+        poses, start = case.start_latents(case.base, uniform_indices(TRAINING_FRAMES, TUNING_FRAMES),
+                                          case.targets(TARGET_FRAMES))  # as no_tuning samples from
+        distance = feature_distance(poses)
         errors = {}
         for row in ("base", "no_tuning"):
             case.run(row)
@@ -106,7 +106,7 @@ def main() -> int:
         result["frames"] += [{"person": f"{kind} {number}", "distance_px": float(d), "base": errors["base"][f],
                               "no_tuning": errors["no_tuning"][f]} for f, d in enumerate(distance)]
         if kind == "case":
-            result["edits"][f"case {number}"] = edit_measures(case)
+            result["edits"][f"case {number}"] = edit_measures(poses, start)
         bar.update()
     for seed in OTHER_SEEDS:
         case = other_case(seed)
