@@ -276,6 +276,14 @@ class EMA:
         self.shadow, self.updates = state["ema"], int(state["ema_updates"])
 
 
+def predict_noise(unet, controlnet, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+                  skeletons: torch.Tensor) -> torch.Tensor:
+    """The UNet's noise prediction with the ControlNet's residuals for the skeleton images (single frames)."""
+    down, mid = controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=skeletons, return_dict=False)
+    return unet(noisy, timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
+                mid_block_additional_residual=mid, return_dict=False)[0]
+
+
 def train_diffusion(args, work: Path, vae) -> tuple[dict, list[float]]:
     torch.manual_seed(args.seed + 2)
     unet = models.new_unet()
@@ -304,11 +312,8 @@ def train_diffusion(args, work: Path, vae) -> tuple[dict, list[float]]:
         generator = torch.Generator().manual_seed(args.seed * 104729 + step)
         noise = torch.randn(latents.shape, generator=generator)
         timesteps = torch.randint(0, schedule.config.num_train_timesteps, (len(latents),), generator=generator)
-        noisy = schedule.add_noise(latents, noise, timesteps)
-        down, mid = controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=skeletons,
-                               return_dict=False)
-        predicted = unet(noisy, timesteps, encoder_hidden_states=text, down_block_additional_residuals=down,
-                         mid_block_additional_residual=mid, return_dict=False)[0]
+        predicted = predict_noise(unet, controlnet, schedule.add_noise(latents, noise, timesteps), timesteps, text,
+                                  skeletons)
         per_sample = F.mse_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
         return (min_snr_weights(schedule, timesteps) * per_sample).mean()
 
