@@ -9,8 +9,10 @@ from diffusers import DDPMScheduler
 
 import benchmarks.world as world
 from benchmarks.world import models, train
+from benchmarks.world.cases import ATTRIBUTE_EDIT_GUIDANCE
 from benchmarks.world.people import LABELS, SHIRT_COLOURS
 from posecrafter.schedulers import SCHEDULER_CONFIG
+from tests.comfy_pack import ROOT
 
 SIZE = 128
 
@@ -76,6 +78,13 @@ def test_attribute_edit_changes_only_the_shirt():
     red = person.with_shirt("red")
     assert red.shirt_rgb == SHIRT_COLOURS["red"] and red.skin_rgb == person.skin_rgb
     assert red.trousers_rgb == person.trousers_rgb and red.hair_rgb == person.hair_rgb
+
+
+def test_attribute_edit_row_samples_as_the_attribute_edit_workflow():
+    api = json.loads((ROOT / "workflows" / "api" / "posecrafter_attribute_edit.json").read_text())
+    (sampler,) = [node["inputs"] for node in api.values() if node["class_type"] == "PoseCrafterTemporalSampler"]
+    assert sampler["cfg"] == ATTRIBUTE_EDIT_GUIDANCE
+    assert api[sampler["negative"][0]]["inputs"]["text"] == ""  # the row's negative is the empty prompt
 
 
 @pytest.mark.parametrize("call, names", [

@@ -5,9 +5,9 @@ The method (``full``), as the shipped one-shot workflow runs it: 8 training fram
 Frames), one-shot tuning (paper rule, paper steps, lr 3e-3), the driving poses retargeted onto the training body
 (Pose Retarget, bones), Eq. 5's reference frame (distance "visible") DDIM-inverted under the source prompt, its
 pose inserted as key frame 0, face and hand latents moved by affine warps (alpha 1), all frames sampled jointly
-(DDIM, guidance 1), the inserted frame dropped, decoded. The ground truth is the training person doing the
-driving motion with their own proportions, placed where retargeting places them (same anchor), rendered in the
-training room.
+(DDIM, guidance 1; the attribute edit at guidance 3 with an empty negative prompt, as workflow (c)), the
+inserted frame dropped, decoded. The ground truth is the training person doing the driving motion with their own
+proportions, placed where retargeting places them (same anchor), rendered in the training room.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ TARGET_FRAMES = 16  # M
 LONG_FRAMES = 64  # the windows rows' drive
 CONTEXT_LENGTH, CONTEXT_OVERLAP = 16, 4
 STEPS = 25  # DDIM steps for inversion and sampling
+ATTRIBUTE_EDIT_GUIDANCE = 3.0  # the paper's for attribute edits, with an empty negative prompt, as workflow (c)
 DRIVING_SEED_OFFSET = 1000  # the driving person: another body and motion seed
 
 
@@ -155,14 +156,17 @@ class Case:
         return inserted, edit_initial_latents(z_t, plan) if edit else z_t.repeat(len(inserted), 1, 1, 1)
 
     def generate(self, model, indices: list[int], targets: PoseSequence, *, prompt: str, distance="visible",
-                 insert=True, invert_reference=True, edit=True, context_length=None) -> np.ndarray:
-        """The method's inference on ``targets`` with the training frames ``indices``; uint8 frames [M, H, W, 3]."""
+                 insert=True, invert_reference=True, edit=True, context_length=None, guidance=1.0) -> np.ndarray:
+        """The method's inference on ``targets`` with the training frames ``indices``; uint8 frames [M, H, W, 3].
+        ``guidance`` above 1 adds the empty prompt's pass as the negative."""
         poses, start = self.start_latents(model, indices, targets, distance=distance,
                                           invert_reference=invert_reference, edit=edit)
         if not insert:  # the same start, without the inserted frame and its pose
             start, poses = start[1:], targets
-        out = sample(model, start, _skeletons(poses), self.embeddings[prompt], steps=STEPS, key_index=0,
-                     context_length=context_length, context_overlap=CONTEXT_OVERLAP)
+        negative = self.embeddings[""] if guidance != 1 else None
+        out = sample(model, start, _skeletons(poses), self.embeddings[prompt], negative, steps=STEPS,
+                     guidance_scale=guidance, key_index=0, context_length=context_length,
+                     context_overlap=CONTEXT_OVERLAP)
         if insert:
             out = remove_inserted_reference(out, poses)
         return models.decode(self.vae, out)
@@ -207,6 +211,7 @@ class Case:
             if ablation == "attribute_edit":
                 person = self.person.with_shirt(farthest_shirt(self.person.shirt))
                 prompt = models.prompt(person.shirt)
+                options = dict(guidance=ATTRIBUTE_EDIT_GUIDANCE)
             video = self.generate(self.tuned(uniform), uniform, targets, prompt=prompt, **options)
         result = score(video, truth, person, self.room)
         if ablation == "attribute_edit":  # the shirt against the tuned person's: did it change?
