@@ -239,6 +239,20 @@ def test_outcome_means_keep_only_the_metrics_every_case_reported():
     assert table == {"full": {"pose": pytest.approx(0.5), "cases": 2}}
 
 
+def test_outcome_fresh_reruns_only_the_named_rows(tmp_path, capsys):
+    """--fresh --ablations X runs X again and keeps the other rows saved for the same weights."""
+    from benchmarks.world import outcome
+    saved = {"pose": 0.5, "identity": 40.0, "background": 20.0, "seconds": 1.0}
+    stale = dict(saved, pose=0.25)
+    (tmp_path / "world_outcome_cases.json").write_text(json.dumps({
+        "weights": outcome.weights_fingerprint(models.WEIGHTS),
+        "cases": [{"case": list(outcome.CASES[0]), "scores": {"no_tuning": saved, "ground_truth": stale}}]}))
+    assert outcome.main(["--cases", "1", "--ablations", "ground_truth", "--fresh", "--out", str(tmp_path)]) == 0
+    (entry,) = json.loads((tmp_path / "world_outcome_cases.json").read_text())["cases"]
+    assert entry["scores"]["no_tuning"] == saved
+    assert entry["scores"]["ground_truth"]["pose"] == 1.0  # the render scored against itself, not the stale 0.25
+
+
 def test_bf16_row_convolutions_are_torchs_bf16_convolutions():
     """The bf16 row's stand-in for the slow CPU bf16 convolution gives torch's own bf16 result (forward, under
     the model's bf16 autocast, and the input gradient), and leaves fp32 convolutions alone."""

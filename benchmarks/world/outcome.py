@@ -94,7 +94,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--weights", type=Path, default=models.WEIGHTS, help="the world's trained weights")
     parser.add_argument("--fresh", action="store_true",
-                        help="run every row again (default: keep the rows --out already holds for these weights)")
+                        help="run the --ablations rows again, all of them by default (without it, the rows --out "
+                             "already holds for these weights are kept); other saved rows stay")
     args = parser.parse_args(argv)
     if not 1 <= args.cases <= len(CASES):
         parser.error(f"--cases must be between 1 and {len(CASES)}, got {args.cases}")
@@ -141,7 +142,9 @@ def main(argv=None) -> int:
     models.WEIGHTS = args.weights
     started = time.time()
     fingerprint = weights_fingerprint(args.weights)
-    per_case = [{} for _ in CASES] if args.fresh else saved_results(args.out, fingerprint)
+    per_case = saved_results(args.out, fingerprint)
+    if args.fresh:
+        per_case = [{row: scores for row, scores in rows.items() if row not in args.ablations} for rows in per_case]
     todo = [[a for a in args.ablations if a not in per_case[number]] for number in range(args.cases)]
     remaining = sum(map(len, todo))
     if remaining < args.cases * len(args.ablations):
