@@ -239,7 +239,7 @@ def test_outcome_means_keep_only_the_metrics_every_case_reported():
     assert table == {"full": {"pose": pytest.approx(0.5), "cases": 2}}
 
 
-def test_outcome_fresh_reruns_only_the_named_rows(tmp_path, capsys):
+def test_outcome_fresh_reruns_only_the_named_rows(tmp_path):
     """--fresh --ablations X runs X again and keeps the other rows saved for the same weights."""
     from benchmarks.world import outcome
     saved = {"pose": 0.5, "identity": 40.0, "background": 20.0, "seconds": 1.0}
